@@ -1,0 +1,165 @@
+"""The SMAL body model as a pytree, and its skinning (LBS) as pure jitted functions.
+
+Skinning follows the SMPL family (smplx `lbs` with rotation matrices as input):
+shape blend -> joints regressed from the shaped template -> pose blend from (R_j - I) of the
+non-root joints -> kinematic chain -> linear blend skinning.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+
+@struct.dataclass
+class SMALModel:
+    """Arrays of one body model (leaves) plus its static layout (hashable metadata).
+
+    V vertices, J joints, F faces, K keypoints, NB shape directions, M longest keypoint set.
+    """
+    v_template: jax.Array        # [V, 3]
+    shapedirs: jax.Array         # [V, 3, NB]
+    posedirs: jax.Array          # [(J-1)*9, V*3], smplx layout: pose feature @ posedirs
+    j_regressor: jax.Array       # [J, V]
+    lbs_weights: jax.Array       # [V, J]
+    faces: jax.Array             # [F, 3] int32
+    # Joints regressed from the shaped template are linear in betas: J = j_template + j_shapedirs @ betas.
+    # Precomputing them skips a [J, V] x [B, V, 3] product per call.
+    j_template: jax.Array        # [J, 3]
+    j_shapedirs: jax.Array       # [J, 3, NB]
+    # Keypoint k = sum_m weight[k, m] * vertex[index[k, m]]: the mean of its vertex set, padded.
+    keypoint_index: jax.Array    # [K, M] int32
+    keypoint_weight: jax.Array   # [K, M]
+    parents: tuple[int, ...] = struct.field(pytree_node=False)
+    joint_names: tuple[str, ...] = struct.field(pytree_node=False)
+    keypoint_names: tuple[str, ...] = struct.field(pytree_node=False)
+    keypoint_vertex_sets: tuple[tuple[int, ...], ...] = struct.field(pytree_node=False)
+    name: str = struct.field(pytree_node=False, default="smal")
+
+    @property
+    def num_vertices(self) -> int:
+        return self.v_template.shape[0]
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.parents)
+
+    @property
+    def num_betas(self) -> int:
+        return self.shapedirs.shape[-1]
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoint_vertex_sets)
+
+
+def make_smal_model(v_template, shapedirs, posedirs, j_regressor, lbs_weights, faces, parents,
+                    joint_names, keypoint_names, keypoint_vertex_sets, name="smal") -> SMALModel:
+    """Builds a SMALModel from arrays in the released file's layout (float64 numpy is fine).
+
+    v_template [V,3], shapedirs [V,3,NB], posedirs [V,3,(J-1)*9], j_regressor dense [J,V],
+    lbs_weights [V,J], faces [F,3], parents with -1 for the root.
+    """
+    v_template = np.asarray(v_template, np.float64)
+    shapedirs = np.asarray(shapedirs, np.float64)
+    j_regressor = np.asarray(j_regressor, np.float64)
+    num_vertices = v_template.shape[0]
+    posedirs = np.asarray(posedirs, np.float64).reshape(num_vertices * 3, -1).T
+    sets = tuple(tuple(int(i) for i in s) for s in keypoint_vertex_sets)
+    width = max(len(s) for s in sets)
+    index = np.zeros((len(sets), width), np.int32)
+    weight = np.zeros((len(sets), width), np.float64)
+    for k, s in enumerate(sets):
+        index[k, :len(s)] = s
+        weight[k, :len(s)] = 1.0 / len(s)
+    f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+    return SMALModel(
+        v_template=f32(v_template), shapedirs=f32(shapedirs), posedirs=f32(posedirs),
+        j_regressor=f32(j_regressor), lbs_weights=f32(lbs_weights),
+        faces=jnp.asarray(faces, jnp.int32),
+        j_template=f32(j_regressor @ v_template),
+        j_shapedirs=f32(np.einsum("jv,vcl->jcl", j_regressor, shapedirs)),
+        keypoint_index=jnp.asarray(index), keypoint_weight=f32(weight),
+        parents=tuple(int(p) for p in parents), joint_names=tuple(joint_names),
+        keypoint_names=tuple(keypoint_names), keypoint_vertex_sets=sets, name=name)
+
+
+def _chain_levels(parents):
+    """Joints grouped by depth in the tree, so the chain runs one batched product per level."""
+    depth = []
+    for j, p in enumerate(parents):
+        depth.append(0 if p < 0 else depth[p] + 1)
+    return [np.flatnonzero(np.array(depth) == d) for d in range(max(depth) + 1)]
+
+
+def rigid_transforms(rotations, joints, parents):
+    """Poses the skeleton. rotations [B,J,3,3] (local), joints [B,J,3] (rest positions).
+
+    Returns (posed_joints [B,J,3], world_rotations [B,J,3,3], world_translations [B,J,3]),
+    where world_rotations/translations map a rest-pose point around joint j to its posed place.
+    """
+    parent_index = np.array([max(p, 0) for p in parents])
+    rel_joints = joints - jnp.where(np.array(parents)[:, None] < 0, 0.0, joints[:, parent_index])
+    levels = _chain_levels(parents)
+    world_r = jnp.zeros_like(rotations)
+    world_t = jnp.zeros_like(joints)
+    root = levels[0]
+    world_r = world_r.at[:, root].set(rotations[:, root])
+    world_t = world_t.at[:, root].set(rel_joints[:, root])
+    for level in levels[1:]:
+        par = parent_index[level]
+        pr, pt = world_r[:, par], world_t[:, par]
+        world_r = world_r.at[:, level].set(pr @ rotations[:, level])
+        world_t = world_t.at[:, level].set(pt + jnp.einsum("bjik,bjk->bji", pr, rel_joints[:, level]))
+    posed_joints = world_t
+    # Express each transform relative to the rest joint: x -> R (x - j_rest) + j_posed.
+    offsets = world_t - jnp.einsum("bjik,bjk->bji", world_r, joints)
+    return posed_joints, world_r, offsets
+
+
+def _smal_forward(model: SMALModel, betas, pose, transl=None):
+    """See `smal_forward`."""
+    batch = pose.shape[0]
+    betas = betas.astype(jnp.float32)
+    pose = pose.astype(jnp.float32)
+    v_shaped = model.v_template + jnp.einsum("bl,vcl->bvc", betas, model.shapedirs)
+    joints_rest = model.j_template + jnp.einsum("bl,jcl->bjc", betas, model.j_shapedirs)
+
+    pose_feature = (pose[:, 1:] - jnp.eye(3, dtype=pose.dtype)).reshape(batch, -1)
+    v_posed = v_shaped + (pose_feature @ model.posedirs).reshape(batch, -1, 3)
+
+    joints, world_r, world_t = rigid_transforms(pose, joints_rest, model.parents)
+    # Blend the 3x4 joint transforms per vertex, then apply them once.
+    blend_r = jnp.einsum("vj,bjik->bvik", model.lbs_weights, world_r)
+    blend_t = jnp.einsum("vj,bji->bvi", model.lbs_weights, world_t)
+    vertices = jnp.einsum("bvik,bvk->bvi", blend_r, v_posed) + blend_t
+
+    if transl is not None:
+        transl = transl.astype(jnp.float32)[:, None, :]
+        vertices = vertices + transl
+        joints = joints + transl
+    keypoints = jnp.einsum("bkmc,km->bkc", vertices[:, model.keypoint_index], model.keypoint_weight)
+    return {"vertices": vertices, "joints": joints, "keypoints_3d": keypoints}
+
+
+_smal_forward_jit = jax.jit(_smal_forward)
+
+
+def smal_forward(model: SMALModel, betas, pose, transl=None):
+    """Poses and shapes the body model.
+
+    betas [B, NB'] (NB' <= NB; missing directions count as 0), pose [B, J, 3, 3] local rotation
+    matrices with joint 0 the global orientation, transl [B, 3] or None.
+    Returns float32 `vertices [B,V,3]`, `joints [B,J,3]`, `keypoints_3d [B,K,3]`.
+    Jitted when called eagerly; traces inline under an outer jit, vmap or grad.
+    """
+    nb = betas.shape[-1]
+    if nb < model.num_betas:
+        betas = jnp.pad(betas, [(0, 0), (0, model.num_betas - nb)])
+    elif nb > model.num_betas:
+        raise ValueError(f"betas has {nb} entries but the body model has {model.num_betas} shape directions")
+    return _smal_forward_jit(model, betas, pose, transl)

@@ -1,5 +1,6 @@
 """animax: AniMer-style 3D animal pose and shape estimation in JAX/Flax."""
 
+from animax.models import build_model, init_variables
 from animax.smal import SMALModel, load_smal, save_smal, smal_forward
 
-__all__ = ["SMALModel", "load_smal", "save_smal", "smal_forward"]
+__all__ = ["SMALModel", "build_model", "init_variables", "load_smal", "save_smal", "smal_forward"]

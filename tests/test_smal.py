@@ -141,3 +141,22 @@ def test_npz_round_trip(tmp_path, model):
     assert again.keypoint_vertex_sets == model.keypoint_vertex_sets
     assert again.parents == model.parents and again.joint_names == model.joint_names
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temp file left
+
+
+def test_standin_leg_bend_through_jitted_forward():
+    """Bending LLeg1 moves front-left-leg vertices only; the nose leads, the paws are lowest."""
+    model = load_smal()
+    rest = jnp.tile(jnp.eye(3), (1, 35, 1, 1))
+    bent = rest.at[0, model.joint_names.index("LLeg1")].set(
+        jnp.asarray(Rotation.from_euler("y", 30, degrees=True).as_matrix(), jnp.float32))
+    zeros = jnp.zeros((1, NUM_BETAS))
+    before, after = smal_forward(model, zeros, rest), smal_forward(model, zeros, bent)
+    moved = np.linalg.norm(np.asarray(after["vertices"] - before["vertices"])[0], axis=-1) > 1e-6
+    leg_weight = np.asarray(model.lbs_weights)[:, 7:11].sum(1)
+    np.testing.assert_array_equal(moved, leg_weight > 1e-6)
+    assert moved.sum() > 50 and np.all(np.asarray(before["vertices"])[0, moved, 1] > 0)  # left side (+y)
+    kp = np.asarray(before["keypoints_3d"][0])
+    names = model.keypoint_names
+    assert np.argmax(kp[:, 0]) == names.index("nose")
+    paws = {names.index(n) for n in ("left_front_paw", "right_front_paw", "left_back_paw", "right_back_paw")}
+    assert set(np.argsort(kp[:, 2])[:4]) == paws

@@ -1,0 +1,198 @@
+"""AniMer's SMAL head: a one-token cross-attention transformer decoder with linear readouts.
+
+`SMALHead().apply(variables, feature_map)` reads the backbone's `feature_map [B, 16, 12, 1280]`
+(192 context tokens) and returns
+
+    pose         [B, 35, 3, 3]  rotation matrices, joint 0 = global orientation
+    betas        [B, 41]
+    cam          [B, 3]         weak-perspective [s, tx, ty] of the crop
+    pose_6d      [B, 210]       raw 6D pose of the last iteration
+    pose_6d_iters [I, B, 210], betas_iters [I, B, 41], cam_iters [I, B, 3]: raw predictions
+                                after each of the I = `ief_iters` refinement steps
+
+The query is a zero token of dim 1 embedded by `to_token_embedding` plus `pos_embedding`.
+Each of the `depth` layers adds pre-norm self-attention, pre-norm cross-attention to the
+context and a pre-norm feed-forward to it. Readouts are added to fixed initial values
+(pose 0, betas 0, cam [0.9, 0, 0]). Parameters are float32; `dtype` is the matmul compute
+dtype, with LayerNorm, softmax, the residual stream and the readouts in float32.
+
+PyTorch key (AniMer `smal_head.*`) -> flax path under the head (`smal_head/` in the pipeline).
+Every Linear `weight [out, in]` -> `kernel [in, out]` (`.T`), `bias` -> `bias`; LayerNorm
+`weight` -> `scale`, `bias` -> `bias`. Sizes are AniMer's.
+
+    transformer.to_token_embedding.weight [1024, 1]         transformer/to_token_embedding/kernel [1, 1024]
+    transformer.to_token_embedding.bias                     transformer/to_token_embedding/bias
+    transformer.pos_embedding [1, 1, 1024]                  transformer/pos_embedding [1, 1, 1024] (as is)
+    transformer.transformer.layers.i.0.norm.*               transformer/layers_i/self_attn/norm/*
+    transformer.transformer.layers.i.0.fn.to_qkv.weight [1536, 1024]
+                                                            transformer/layers_i/self_attn/to_qkv/kernel (no bias)
+    transformer.transformer.layers.i.0.fn.to_out.0.*        transformer/layers_i/self_attn/to_out/*
+    transformer.transformer.layers.i.1.norm.*               transformer/layers_i/cross_attn/norm/*
+    transformer.transformer.layers.i.1.fn.to_q.weight [512, 1024]
+                                                            transformer/layers_i/cross_attn/to_q/kernel (no bias)
+    transformer.transformer.layers.i.1.fn.to_kv.weight [1024, 1280]
+                                                            transformer/layers_i/cross_attn/to_kv/kernel (no bias)
+    transformer.transformer.layers.i.1.fn.to_out.0.*        transformer/layers_i/cross_attn/to_out/*
+    transformer.transformer.layers.i.2.norm.*               transformer/layers_i/ff/norm/*
+    transformer.transformer.layers.i.2.fn.net.0.*           transformer/layers_i/ff/fc1/*
+    transformer.transformer.layers.i.2.fn.net.3.*           transformer/layers_i/ff/fc2/*
+    decpose.* [210, 1024]                                   decpose/*
+    decshape.* [41, 1024]                                   decshape/*
+    deccam.* [3, 1024]                                      deccam/*
+    init_pose, init_betas, init_cam (buffers)               none: constants of the module
+
+The fused projections keep torch's output layout: `to_qkv` is [q | k | v] and `to_kv` is
+[k | v], each part ordered (heads, dim_head).
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from animax.geometry import rot6d_to_rotmat
+from animax.models.vit import attention
+
+_LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-5, dtype=jnp.float32)
+
+
+def _split_heads(x, heads):
+    """[B, N, heads * dim_head] -> [B, N, heads, dim_head]."""
+    return x.reshape(*x.shape[:-1], heads, x.shape[-1] // heads)
+
+
+class SelfAttention(nn.Module):
+    """Pre-norm self-attention branch (the residual is added by the caller). [B, N, D] -> [B, N, D]."""
+
+    heads: int
+    dim_head: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, n, dim = x.shape
+        y = _LayerNorm(name="norm")(x)
+        qkv = nn.Dense(3 * self.heads * self.dim_head, use_bias=False, dtype=self.dtype, name="to_qkv")(y)
+        q, k, v = (_split_heads(t, self.heads) for t in jnp.split(qkv, 3, axis=-1))
+        out = attention(q * self.dim_head**-0.5, k, v).reshape(b, n, -1)
+        return nn.Dense(dim, dtype=self.dtype, name="to_out")(out)
+
+
+class CrossAttention(nn.Module):
+    """Pre-norm cross-attention branch. x [B, N, D], context [B, M, C] -> [B, N, D].
+
+    Only the query side is normalised; the context enters as it is.
+    """
+
+    heads: int
+    dim_head: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, context):
+        b, n, dim = x.shape
+        inner = self.heads * self.dim_head
+        y = _LayerNorm(name="norm")(x)
+        q = nn.Dense(inner, use_bias=False, dtype=self.dtype, name="to_q")(y)
+        kv = nn.Dense(2 * inner, use_bias=False, dtype=self.dtype, name="to_kv")(context)
+        k, v = (_split_heads(t, self.heads) for t in jnp.split(kv, 2, axis=-1))
+        out = attention(_split_heads(q, self.heads) * self.dim_head**-0.5, k, v).reshape(b, n, inner)
+        return nn.Dense(dim, dtype=self.dtype, name="to_out")(out)
+
+
+class FeedForward(nn.Module):
+    """Pre-norm MLP branch: norm -> fc1 -> exact GELU -> fc2. [B, N, D] -> [B, N, D]."""
+
+    mlp_dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1")(_LayerNorm(name="norm")(x))
+        return nn.Dense(x.shape[-1], dtype=self.dtype, name="fc2")(nn.gelu(y, approximate=False))
+
+
+class DecoderLayer(nn.Module):
+    """Self-attention, cross-attention and feed-forward, each as a pre-norm residual branch."""
+
+    heads: int
+    dim_head: int
+    mlp_dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, context):
+        """x [B, N, D] float32, context [B, M, C] -> [B, N, D] float32."""
+        x = x + SelfAttention(self.heads, self.dim_head, self.dtype, name="self_attn")(x)
+        x = x + CrossAttention(self.heads, self.dim_head, self.dtype, name="cross_attn")(x, context)
+        return x + FeedForward(self.mlp_dim, self.dtype, name="ff")(x)
+
+
+class TransformerDecoder(nn.Module):
+    """Token embedding + position embedding + `depth` decoder layers (no final norm)."""
+
+    dim: int = 1024
+    depth: int = 6
+    heads: int = 8
+    dim_head: int = 64
+    mlp_dim: int = 1024
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens, context):
+        """tokens [B, N, T], context [B, M, C] -> [B, N, dim] float32."""
+        x = nn.Dense(self.dim, dtype=self.dtype, name="to_token_embedding")(tokens)
+        pos_embedding = self.param("pos_embedding", nn.initializers.normal(1.0), (1, tokens.shape[1], self.dim))
+        x = x + pos_embedding  # float32 from here on
+        for i in range(self.depth):
+            x = DecoderLayer(self.heads, self.dim_head, self.mlp_dim, self.dtype, name=f"layers_{i}")(x, context)
+        return x
+
+
+class SMALHead(nn.Module):
+    """AniMer's SMAL regression head; see the module docstring for inputs and outputs."""
+
+    num_joints: int = 35
+    num_betas: int = 41
+    ief_iters: int = 1
+    dim: int = 1024
+    depth: int = 6
+    heads: int = 8
+    dim_head: int = 64
+    mlp_dim: int = 1024
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, feature_map):
+        b = feature_map.shape[0]
+        context = feature_map.reshape(b, -1, feature_map.shape[-1])
+        decoder = TransformerDecoder(self.dim, self.depth, self.heads, self.dim_head, self.mlp_dim, self.dtype,
+                                     name="transformer")
+        token = decoder(jnp.zeros((b, 1, 1), jnp.float32), context)[:, 0]
+
+        # AniMer feeds the decoder a zero token at every refinement step, so its output and the
+        # readouts are the same each step: compute them once and accumulate them `ief_iters` times.
+        def readout(features, name):
+            return nn.Dense(features, dtype=self.dtype, name=name)(token).astype(jnp.float32)
+
+        d_pose = readout(6 * self.num_joints, "decpose")
+        d_betas = readout(self.num_betas, "decshape")
+        d_cam = readout(3, "deccam")
+        pose_6d = jnp.zeros((b, 6 * self.num_joints), jnp.float32)
+        betas = jnp.zeros((b, self.num_betas), jnp.float32)
+        cam = jnp.broadcast_to(jnp.array([0.9, 0.0, 0.0], jnp.float32), (b, 3))
+        iters = []
+        for _ in range(self.ief_iters):
+            pose_6d, betas, cam = d_pose + pose_6d, d_betas + betas, d_cam + cam
+            iters.append((pose_6d, betas, cam))
+        pose_6d_iters, betas_iters, cam_iters = (jnp.stack(t) for t in zip(*iters))
+        return {
+            "pose": rot6d_to_rotmat(pose_6d.reshape(b, self.num_joints, 6)),
+            "betas": betas,
+            "cam": cam,
+            "pose_6d": pose_6d,
+            "pose_6d_iters": pose_6d_iters,
+            "betas_iters": betas_iters,
+            "cam_iters": cam_iters,
+        }

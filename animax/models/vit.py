@@ -1,0 +1,222 @@
+"""ViTPose-style Vision Transformer: AniMer's backbone (ViT-H/16 on 256 x 192 crops).
+
+`Model("H/16")` decodes the variant into widths; keyword arguments override any field
+(`Model("Ti/16", depth=2)` for tests). Images are NHWC `[B, H, W, 3]`; AniMer feeds
+`[B, 256, 192, 3]`, which the padded patch embedding (kernel 16, stride 16, padding 2)
+turns into a 16 x 12 token grid (`pos_embed` is sized for the grid of the images given to
+`init`). `model.apply(variables, images, train=False)` returns
+
+    feature_map   [B, 16, 12, width]  patch tokens after `last_norm`, row-major grid
+    cls_token     [B, width]          token 0 after `last_norm`
+    patch_tokens  [B, 192, width]     the same patch tokens, flattened
+
+Parameters are float32; `dtype` is the compute dtype of the matmuls. LayerNorm, softmax
+and the residual stream stay float32, so bfloat16 compute loses little accuracy.
+
+With `train=True` and `drop_path_rate > 0` (AniMer trains with 0.55) the blocks apply
+stochastic depth, at a rate linear from 0 at the first block to `drop_path_rate` at the
+last, and `apply` needs a `dropout` rng. Evaluation is deterministic.
+
+PyTorch key (AniMer `backbone.*`) -> flax path, unscanned layout (`blocks_{i}`).
+`stack_blocks` moves `blocks_{i}/...` to `blocks/...` with a leading depth axis, the layout
+of `scan_blocks=True`; `unstack_blocks` is its inverse.
+
+    patch_embed.proj.weight [W, 3, 16, 16]   patch_embed/proj/kernel [16, 16, 3, W]  transpose(2, 3, 1, 0)
+    patch_embed.proj.bias   [W]              patch_embed/proj/bias   [W]
+    pos_embed               [1, 193, W]      pos_embed               [1, 193, W]
+    cls_token               [1, 1, W]        cls_token               [1, 1, W]  (absent in ViTPose's
+                                                                     backbone.pth: keep the init)
+    blocks.i.norm1.weight / .bias            blocks_i/norm1/scale / bias
+    blocks.i.attn.qkv.weight [3W, W]         blocks_i/attn/qkv/kernel [W, 3W]  .T (output axis is
+                                                                     laid out as [3, heads, head_dim])
+    blocks.i.attn.qkv.bias   [3W]            blocks_i/attn/qkv/bias   [3W]
+    blocks.i.attn.proj.weight [W, W]         blocks_i/attn/proj/kernel [W, W]  .T
+    blocks.i.attn.proj.bias                  blocks_i/attn/proj/bias
+    blocks.i.norm2.weight / .bias            blocks_i/norm2/scale / bias
+    blocks.i.mlp.fc1.weight [M, W]           blocks_i/mlp/fc1/kernel [W, M]  .T  (+ .bias -> bias)
+    blocks.i.mlp.fc2.weight [W, M]           blocks_i/mlp/fc2/kernel [M, W]  .T  (+ .bias -> bias)
+    last_norm.weight / .bias                 last_norm/scale / bias
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_VARIANTS = {  # name: (width, depth, num_heads, mlp_dim)
+    "Ti": (192, 12, 3, 768),
+    "S": (384, 12, 6, 1536),
+    "B": (768, 12, 12, 3072),
+    "L": (1024, 24, 16, 4096),
+    "H": (1280, 32, 16, 5120),
+}
+
+_dense_init = nn.initializers.truncated_normal(0.02)
+_LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-6, dtype=jnp.float32)
+
+
+def decode_variant(variant):
+    """"H/16" -> {width: 1280, depth: 32, num_heads: 16, mlp_dim: 5120, patch_size: 16}."""
+    name, patch = variant.split("/")
+    width, depth, num_heads, mlp_dim = _VARIANTS[name]
+    return dict(width=width, depth=depth, num_heads=num_heads, mlp_dim=mlp_dim, patch_size=int(patch))
+
+
+def attention(q, k, v):
+    """Multi-head softmax attention with float32 logits and softmax.
+
+    q [B, Q, H, D] (already scaled), k and v [B, K, H, D] -> [B, Q, H, D] in v's dtype.
+    """
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+class Attention(nn.Module):
+    """Self-attention with a fused, biased qkv projection. [B, N, W] -> [B, N, W]."""
+
+    num_heads: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, n, width = x.shape
+        head_dim = width // self.num_heads
+        dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=_dense_init)
+        qkv = dense(3 * width, name="qkv")(x)
+        q, k, v = (t.reshape(b, n, self.num_heads, head_dim) for t in jnp.split(qkv, 3, axis=-1))
+        # Scaling q (N x D) rather than the logits (N x N), as ViTPose does.
+        out = attention(q * head_dim**-0.5, k, v).reshape(b, n, width)
+        return dense(width, name="proj")(out)
+
+
+class Mlp(nn.Module):
+    """fc1 -> exact (erf) GELU -> fc2. [B, N, W] -> [B, N, W]."""
+
+    mlp_dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=_dense_init)
+        y = nn.gelu(dense(self.mlp_dim, name="fc1")(x), approximate=False)
+        return dense(x.shape[-1], name="fc2")(y)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with stochastic depth on both residual branches."""
+
+    num_heads: int
+    mlp_dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, drop_path_rate, deterministic):
+        """x [B, N, W] float32 -> (x [B, N, W], None); the pair lets `nn.scan` drive the block.
+
+        drop_path_rate: this block's stochastic-depth rate (a scalar; traced under scan).
+        """
+        y = Attention(self.num_heads, self.dtype, name="attn")(_LayerNorm(name="norm1")(x))
+        x = x + self._drop_path(y, drop_path_rate, deterministic)
+        y = Mlp(self.mlp_dim, self.dtype, name="mlp")(_LayerNorm(name="norm2")(x))
+        x = x + self._drop_path(y, drop_path_rate, deterministic)
+        return x, None
+
+    def _drop_path(self, y, rate, deterministic):
+        """Zero a residual branch for whole samples with probability `rate`, rescale the rest."""
+        if deterministic:
+            return y
+        keep = 1.0 - rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (y.shape[0],) + (1,) * (y.ndim - 1))
+        return jnp.where(mask, y / keep, 0.0)
+
+
+class PatchEmbed(nn.Module):
+    """Padded strided convolution. [B, H, W, 3] -> [B, h, w, width]."""
+
+    width: int
+    patch_size: int
+    padding: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images):
+        p, pad = self.patch_size, self.padding
+        return nn.Conv(self.width, (p, p), strides=(p, p), padding=((pad, pad), (pad, pad)),
+                       dtype=self.dtype, name="proj")(images)
+
+
+class ViT(nn.Module):
+    """ViTPose backbone with a class token; see the module docstring for inputs and outputs."""
+
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    patch_size: int = 16
+    patch_padding: int = 2
+    drop_path_rate: float = 0.0
+    scan_blocks: bool = False
+    remat: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images, train=False):
+        x = PatchEmbed(self.width, self.patch_size, self.patch_padding, self.dtype, name="patch_embed")(images)
+        b, h, w, c = x.shape
+        x = x.reshape(b, h * w, c)
+        pos_embed = self.param("pos_embed", _dense_init, (1, 1 + h * w, c))
+        # Row 0 belongs to the pre-training class token; ViTPose adds it to every patch token
+        # and gives the class token no position at all. Adding float32 rows makes the
+        # residual stream float32 whatever the compute dtype.
+        x = x + pos_embed[:, 1:] + pos_embed[:, :1]
+        cls_token = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, c))
+        x = jnp.concatenate([jnp.broadcast_to(cls_token, (b, 1, c)), x], axis=1)
+
+        rates = np.linspace(0.0, self.drop_path_rate, self.depth)
+        deterministic = not train or self.drop_path_rate == 0.0
+        block = Block
+        if self.remat:
+            # Keep only each block's input; everything inside is recomputed on the way back.
+            block = nn.remat(block, prevent_cse=not self.scan_blocks, static_argnums=(3,),
+                             policy=jax.checkpoint_policies.nothing_saveable)
+        if self.scan_blocks:
+            blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                             in_axes=(0, nn.broadcast), length=self.depth)
+            x, _ = blocks(self.num_heads, self.mlp_dim, self.dtype, name="blocks")(
+                x, jnp.asarray(rates, jnp.float32), deterministic)
+        else:
+            for i in range(self.depth):
+                x, _ = block(self.num_heads, self.mlp_dim, self.dtype, name=f"blocks_{i}")(
+                    x, float(rates[i]), deterministic)
+
+        x = _LayerNorm(name="last_norm")(x)
+        patch_tokens = x[:, 1:]
+        return {"feature_map": patch_tokens.reshape(b, h, w, c), "cls_token": x[:, 0], "patch_tokens": patch_tokens}
+
+
+def Model(variant=None, **kw):
+    """A `ViT` from a variant string ("H/16"); keyword arguments override its fields."""
+    return ViT(**{**(decode_variant(variant) if variant else {}), **kw})
+
+
+def _block_index(name):
+    return int(name.removeprefix("blocks_"))
+
+
+def stack_blocks(params):
+    """Unscanned backbone params (`blocks_0` .. `blocks_{n-1}`) -> scanned (`blocks`, depth axis first)."""
+    names = sorted((k for k in params if k.startswith("blocks_")), key=_block_index)
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(params[k] for k in names))
+    return {**{k: v for k, v in params.items() if not k.startswith("blocks_")}, "blocks": stacked}
+
+
+def unstack_blocks(params):
+    """Scanned backbone params (`blocks` with a leading depth axis) -> unscanned (`blocks_{i}`)."""
+    blocks = params["blocks"]
+    depth = jax.tree.leaves(blocks)[0].shape[0]
+    unstacked = {f"blocks_{i}": jax.tree.map(lambda x, i=i: x[i], blocks) for i in range(depth)}
+    return {**{k: v for k, v in params.items() if k != "blocks"}, **unstacked}

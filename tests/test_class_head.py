@@ -1,0 +1,101 @@
+"""The class-token head is Linear/BatchNorm/ReLU with PyTorch's BatchNorm semantics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from animax.models.class_head import ClassTokenHead
+from nn_reference import f64, random_params, rel_err
+
+EPS = 1e-5
+
+
+def np_head(params, stats, x, train):
+    """float64 NumPy forward; returns (output, new running stats) with flax's update rule."""
+    new_stats = {}
+    for i in (0, 3, 6):
+        x = x @ params[f"layers_{i}"]["kernel"]
+        bn = f"layers_{i + 1}"
+        if train:
+            mean, var = x.mean(0), x.var(0)  # biased variance, as torch normalises in training
+            new_stats[bn] = {"mean": 0.9 * stats[bn]["mean"] + 0.1 * mean, "var": 0.9 * stats[bn]["var"] + 0.1 * var}
+        else:
+            mean, var = stats[bn]["mean"], stats[bn]["var"]
+        x = (x - mean) / np.sqrt(var + EPS)
+        if i < 6:
+            x = np.maximum(x * params[bn]["scale"] + params[bn]["bias"], 0.0)
+    return x, new_stats
+
+
+def random_variables(head, x):
+    """Random params and running stats (positive variances), without running the init."""
+    rng = np.random.default_rng(0)
+    stats = jax.eval_shape(head.init, jax.random.key(0), x)["batch_stats"]
+    stats = {name: {"mean": rng.normal(0.0, 0.1, s["mean"].shape).astype(np.float32),
+                    "var": rng.uniform(0.5, 1.5, s["var"].shape).astype(np.float32)} for name, s in stats.items()}
+    return {"params": random_params(head, x), "batch_stats": stats}
+
+
+def test_full_size_layout():
+    head = ClassTokenHead()
+    variables = jax.eval_shape(head.init, jax.random.key(0), jax.ShapeDtypeStruct((4, 1280), jnp.float32))
+    assert jax.tree.map(np.shape, variables) == {
+        "params": {"layers_0": {"kernel": (1280, 4096)}, "layers_1": {"scale": (4096,), "bias": (4096,)},
+                   "layers_3": {"kernel": (4096, 4096)}, "layers_4": {"scale": (4096,), "bias": (4096,)},
+                   "layers_6": {"kernel": (4096, 256)}},
+        "batch_stats": {"layers_1": {"mean": (4096,), "var": (4096,)}, "layers_4": {"mean": (4096,), "var": (4096,)},
+                        "layers_7": {"mean": (256,), "var": (256,)}}}
+
+
+def test_train_uses_batch_stats_and_updates_running_stats():
+    head = ClassTokenHead(hidden_dim=32, output_dim=8)
+    x = np.random.default_rng(1).normal(size=(6, 16)).astype(np.float32)
+    variables = random_variables(head, x)
+    out, updates = head.apply(variables, x, train=True, mutable=["batch_stats"])
+    ref, ref_stats = np_head(f64(variables["params"]), f64(variables["batch_stats"]), np.asarray(x, np.float64), True)
+    assert rel_err(out, ref) < 1e-5
+    assert max(jax.tree.leaves(jax.tree.map(rel_err, updates["batch_stats"], ref_stats))) < 1e-5
+
+
+def test_eval_uses_running_stats():
+    head = ClassTokenHead(hidden_dim=32, output_dim=8)
+    x = np.random.default_rng(1).normal(size=(6, 16)).astype(np.float32)
+    variables = random_variables(head, x)
+    ref, _ = np_head(f64(variables["params"]), f64(variables["batch_stats"]), np.asarray(x, np.float64), False)
+    assert rel_err(head.apply(variables, x), ref) < 1e-5
+    # One sample at a time gives the same rows: nothing depends on the batch.
+    np.testing.assert_allclose(head.apply(variables, x[:1]), head.apply(variables, x)[:1], rtol=1e-6)
+
+
+def test_matches_torch_sequential_with_converted_names():
+    g = torch.Generator().manual_seed(0)
+    torch_head = torch.nn.Sequential(
+        torch.nn.Linear(16, 32, bias=False), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+        torch.nn.Linear(32, 32, bias=False), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+        torch.nn.Linear(32, 8, bias=False), torch.nn.BatchNorm1d(8, affine=False))
+    with torch.no_grad():
+        for name, t in torch_head.state_dict().items():
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif t.is_floating_point():
+                t.copy_(0.2 * torch.randn(t.shape, generator=g) + (name in ("1.weight", "4.weight")))
+    sd = {k: v.numpy().copy() for k, v in torch_head.state_dict().items()}  # copies: torch updates in place
+    # The module docstring's table.
+    variables = {
+        "params": {"layers_0": {"kernel": sd["0.weight"].T}, "layers_3": {"kernel": sd["3.weight"].T},
+                   "layers_6": {"kernel": sd["6.weight"].T},
+                   **{f"layers_{i}": {"scale": sd[f"{i}.weight"], "bias": sd[f"{i}.bias"]} for i in (1, 4)}},
+        "batch_stats": {f"layers_{i}": {"mean": sd[f"{i}.running_mean"], "var": sd[f"{i}.running_var"]}
+                        for i in (1, 4, 7)},
+    }
+    head = ClassTokenHead(hidden_dim=32, output_dim=8)
+    x = torch.randn(6, 16, generator=g)
+    with torch.no_grad():
+        expected_eval = torch_head.eval()(x).numpy()
+        expected_train = torch_head.train()(x).numpy()
+    assert rel_err(head.apply(variables, jnp.asarray(x.numpy())), expected_eval) < 1e-5
+    out, updates = head.apply(variables, jnp.asarray(x.numpy()), train=True, mutable=["batch_stats"])
+    assert rel_err(out, expected_train) < 1e-5
+    # Running means follow torch; running variances differ by torch's unbiased B / (B - 1) factor.
+    assert rel_err(updates["batch_stats"]["layers_7"]["mean"], torch_head[7].running_mean.numpy()) < 1e-5

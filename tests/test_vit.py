@@ -1,0 +1,257 @@
+"""The ViT backbone matches float64 NumPy and PyTorch forwards written from the ViTPose recipe."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from animax.models import vit
+from nn_reference import attention, dense, f64, gelu, layer_norm, random_params, rel_err, split_heads
+
+TINY = dict(width=64, depth=2, num_heads=4, mlp_dim=256)
+IMAGE_SHAPE = (2, 64, 48, 3)  # padding 2 -> a 4 x 3 token grid
+
+
+def np_block(p, x, heads):
+    """ViTPose block in float64 NumPy. x [B, N, W]."""
+    head_dim = x.shape[-1] // heads
+    qkv = dense(layer_norm(x, p["norm1"], 1e-6), p["attn"]["qkv"])
+    q, k, v = (split_heads(t, heads) for t in np.split(qkv, 3, axis=-1))
+    x = x + dense(attention(q / np.sqrt(head_dim), k, v), p["attn"]["proj"])
+    return x + dense(gelu(dense(layer_norm(x, p["norm2"], 1e-6), p["mlp"]["fc1"])), p["mlp"]["fc2"])
+
+
+def np_vit(p, images, heads, depth, patch=16, pad=2):
+    """Whole backbone in float64 NumPy; the padded convolution as patches of the padded image."""
+    img = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    b, hp, wp, c = img.shape
+    h, w = (hp - patch) // patch + 1, (wp - patch) // patch + 1
+    patches = img[:, :h * patch, :w * patch].reshape(b, h, patch, w, patch, c)
+    x = np.einsum("bipjqc,pqcd->bijd", patches, p["patch_embed"]["proj"]["kernel"]) + p["patch_embed"]["proj"]["bias"]
+    x = x.reshape(b, h * w, -1)
+    x = x + p["pos_embed"][:, 1:] + p["pos_embed"][:, :1]
+    x = np.concatenate([np.broadcast_to(p["cls_token"], (b, 1, x.shape[-1])), x], axis=1)
+    for i in range(depth):
+        x = np_block(p[f"blocks_{i}"], x, heads)
+    x = layer_norm(x, p["last_norm"], 1e-6)
+    return {"feature_map": x[:, 1:].reshape(b, h, w, -1), "cls_token": x[:, 0], "patch_tokens": x[:, 1:]}
+
+
+def torch_block(sd, prefix, x, heads):
+    """ViTPose block with torch.nn.functional on a torch-layout state dict. x [B, N, W]."""
+    b, n, width = x.shape
+    y = F.layer_norm(x, (width,), sd[prefix + "norm1.weight"], sd[prefix + "norm1.bias"], 1e-6)
+    qkv = F.linear(y, sd[prefix + "attn.qkv.weight"], sd[prefix + "attn.qkv.bias"])
+    q, k, v = qkv.reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    attn = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+    y = (attn @ v).transpose(1, 2).reshape(b, n, width)
+    x = x + F.linear(y, sd[prefix + "attn.proj.weight"], sd[prefix + "attn.proj.bias"])
+    y = F.layer_norm(x, (width,), sd[prefix + "norm2.weight"], sd[prefix + "norm2.bias"], 1e-6)
+    y = F.gelu(F.linear(y, sd[prefix + "mlp.fc1.weight"], sd[prefix + "mlp.fc1.bias"]))
+    return x + F.linear(y, sd[prefix + "mlp.fc2.weight"], sd[prefix + "mlp.fc2.bias"])
+
+
+def torch_vit(sd, images_nchw, heads, depth):
+    """(feature map [B, W, h, w], class token [B, W]) as AniMer's backbone returns them."""
+    x = F.conv2d(images_nchw, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=16, padding=2)
+    b, width, h, w = x.shape
+    x = x.flatten(2).transpose(1, 2)
+    x = x + sd["pos_embed"][:, 1:] + sd["pos_embed"][:, :1]
+    x = torch.cat([sd["cls_token"].expand(b, -1, -1), x], dim=1)
+    for i in range(depth):
+        x = torch_block(sd, f"blocks.{i}.", x, heads)
+    x = F.layer_norm(x, (width,), sd["last_norm.weight"], sd["last_norm.bias"], 1e-6)
+    return x[:, 1:].transpose(1, 2).reshape(b, width, h, w), x[:, 0]
+
+
+def torch_block_to_flax(sd, prefix):
+    """The module docstring's table for one block: Linear weight.T -> kernel, LayerNorm weight -> scale."""
+    linear = lambda name: {"kernel": sd[name + ".weight"].T, "bias": sd[name + ".bias"]}  # noqa: E731
+    norm = lambda name: {"scale": sd[name + ".weight"], "bias": sd[name + ".bias"]}  # noqa: E731
+    return {"norm1": norm(prefix + "norm1"),
+            "attn": {"qkv": linear(prefix + "attn.qkv"), "proj": linear(prefix + "attn.proj")},
+            "norm2": norm(prefix + "norm2"),
+            "mlp": {"fc1": linear(prefix + "mlp.fc1"), "fc2": linear(prefix + "mlp.fc2")}}
+
+
+def torch_vit_to_flax(sd, depth):
+    """The module docstring's table, on a dict of NumPy arrays with AniMer's names (no `backbone.`)."""
+    return {
+        "patch_embed": {"proj": {"kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
+                                 "bias": sd["patch_embed.proj.bias"]}},
+        "pos_embed": sd["pos_embed"],
+        "cls_token": sd["cls_token"],
+        **{f"blocks_{i}": torch_block_to_flax(sd, f"blocks.{i}.") for i in range(depth)},
+        "last_norm": {"scale": sd["last_norm.weight"], "bias": sd["last_norm.bias"]},
+    }
+
+
+def torch_vit_shapes(width, depth, mlp_dim, tokens):
+    """AniMer backbone state-dict shapes."""
+    shapes = {"patch_embed.proj.weight": (width, 3, 16, 16), "patch_embed.proj.bias": (width,),
+              "pos_embed": (1, 1 + tokens, width), "cls_token": (1, 1, width),
+              "last_norm.weight": (width,), "last_norm.bias": (width,)}
+    for i in range(depth):
+        for name, shape in {"norm1.weight": (width,), "norm1.bias": (width,),
+                            "attn.qkv.weight": (3 * width, width), "attn.qkv.bias": (3 * width,),
+                            "attn.proj.weight": (width, width), "attn.proj.bias": (width,),
+                            "norm2.weight": (width,), "norm2.bias": (width,),
+                            "mlp.fc1.weight": (mlp_dim, width), "mlp.fc1.bias": (mlp_dim,),
+                            "mlp.fc2.weight": (width, mlp_dim), "mlp.fc2.bias": (width,)}.items():
+            shapes[f"blocks.{i}.{name}"] = shape
+    return shapes
+
+
+def random_torch_vit(width, depth, mlp_dim, tokens, seed=0):
+    """A random AniMer-named, torch-shaped float32 state dict of a small backbone."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {k: 0.05 * torch.randn(s, generator=g) for k, s in torch_vit_shapes(width, depth, mlp_dim, tokens).items()}
+    for k in sd:
+        if "norm" in k and k.endswith("weight"):
+            sd[k] += 1.0
+    sd["patch_embed.proj.weight"] /= 4.0  # fan-in 768: keep patch embeddings O(1)
+    return sd
+
+
+def numpy_state(sd):
+    return {k: v.numpy() for k, v in sd.items()}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """(model, random float32 params, images) of a width-64 depth-2 ViT."""
+    model = vit.ViT(**TINY)
+    images = np.random.default_rng(1).normal(size=IMAGE_SHAPE).astype(np.float32)
+    return model, random_params(model, images), images
+
+
+def test_decode_variant():
+    assert vit.decode_variant("H/16") == dict(width=1280, depth=32, num_heads=16, mlp_dim=5120, patch_size=16)
+    assert vit.decode_variant("L/16") == dict(width=1024, depth=24, num_heads=16, mlp_dim=4096, patch_size=16)
+    assert vit.decode_variant("B/16") == dict(width=768, depth=12, num_heads=12, mlp_dim=3072, patch_size=16)
+    assert vit.decode_variant("S/16") == dict(width=384, depth=12, num_heads=6, mlp_dim=1536, patch_size=16)
+    assert vit.decode_variant("Ti/16") == dict(width=192, depth=12, num_heads=3, mlp_dim=768, patch_size=16)
+    assert vit.Model("Ti/16", depth=2) == vit.ViT(width=192, depth=2, num_heads=3, mlp_dim=768, patch_size=16)
+
+
+def test_vit_h16_param_count_and_output_shapes():
+    model = vit.Model("H/16")
+    images = jax.ShapeDtypeStruct((2, 256, 192, 3), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), images)
+    assert sum(x.size for x in jax.tree.leaves(variables)) == 630_913_280
+    p = variables["params"]
+    assert p["patch_embed"]["proj"]["kernel"].shape == (16, 16, 3, 1280)
+    assert p["pos_embed"].shape == (1, 193, 1280) and p["cls_token"].shape == (1, 1, 1280)
+    assert p["blocks_31"]["attn"]["qkv"]["kernel"].shape == (1280, 3840)
+    assert p["blocks_31"]["mlp"]["fc1"]["kernel"].shape == (1280, 5120)
+    torch_shapes = {k: np.broadcast_to(np.float32(0), s) for k, s in torch_vit_shapes(1280, 32, 5120, 192).items()}
+    assert jax.tree.map(np.shape, torch_vit_to_flax(torch_shapes, 32)) == jax.tree.map(np.shape, p)
+    out = jax.eval_shape(model.apply, variables, images)
+    assert {k: v.shape for k, v in out.items()} == {
+        "feature_map": (2, 16, 12, 1280), "cls_token": (2, 1280), "patch_tokens": (2, 192, 1280)}
+
+
+def test_block_matches_numpy_float64():
+    block = vit.Block(num_heads=4, mlp_dim=256)
+    x = np.random.default_rng(2).normal(size=(2, 13, 64)).astype(np.float32)
+    params = random_params(block, x, 0.0, True)
+    out, _ = block.apply({"params": params}, x, 0.0, True)
+    assert rel_err(out, np_block(f64(params), np.asarray(x, np.float64), 4)) < 1e-5
+
+
+def test_tiny_vit_matches_numpy_float64(tiny):
+    model, params, images = tiny
+    out = model.apply({"params": params}, images)
+    ref = np_vit(f64(params), np.asarray(images, np.float64), TINY["num_heads"], TINY["depth"])
+    assert out["feature_map"].shape == (2, 4, 3, 64)
+    for key in ("feature_map", "cls_token", "patch_tokens"):
+        assert out[key].dtype == jnp.float32
+        assert rel_err(out[key], ref[key]) < 1e-5, key
+
+
+def test_block_matches_torch():
+    sd = random_torch_vit(64, 1, 256, tokens=12)
+    x = torch.randn(2, 13, 64, generator=torch.Generator().manual_seed(3))
+    expected = torch_block(sd, "blocks.0.", x, heads=4)
+    out, _ = vit.Block(num_heads=4, mlp_dim=256).apply(
+        {"params": torch_block_to_flax(numpy_state(sd), "blocks.0.")}, jnp.asarray(x.numpy()), 0.0, True)
+    assert rel_err(out, expected.numpy()) < 1e-5
+
+
+def test_tiny_vit_matches_torch_with_converted_names():
+    sd = random_torch_vit(64, 2, 256, tokens=12)
+    images = torch.randn(2, 3, 64, 48, generator=torch.Generator().manual_seed(4))
+    feature_map, cls_token = torch_vit(sd, images, heads=4, depth=2)
+    nhwc = jnp.asarray(images.numpy().transpose(0, 2, 3, 1))
+    out = vit.ViT(**TINY).apply({"params": torch_vit_to_flax(numpy_state(sd), 2)}, nhwc)
+    assert rel_err(out["feature_map"], feature_map.numpy().transpose(0, 2, 3, 1)) < 1e-5
+    assert rel_err(out["cls_token"], cls_token.numpy()) < 1e-5
+
+
+def test_scanned_layout_matches_unscanned_and_round_trips(tiny):
+    model, params, images = tiny
+    scanned_model = vit.ViT(**TINY, scan_blocks=True)
+    stacked = vit.stack_blocks(params)
+    init_shapes = jax.eval_shape(scanned_model.init, jax.random.key(0), images)["params"]
+    assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(jnp.shape, init_shapes)
+    assert stacked["blocks"]["attn"]["qkv"]["kernel"].shape == (2, 64, 192)
+    jax.tree.map(np.testing.assert_array_equal, vit.unstack_blocks(stacked), params)
+    out, out_scanned = model.apply({"params": params}, images), scanned_model.apply({"params": stacked}, images)
+    for key in out:
+        np.testing.assert_allclose(out_scanned[key], out[key], rtol=1e-6, atol=1e-6)
+
+
+def test_remat_changes_nothing_but_memory(tiny):
+    model, params, images = tiny
+
+    def loss(m, p):
+        return jnp.sum(m.apply({"params": p}, images)["feature_map"] ** 2)
+
+    remat = vit.ViT(**TINY, remat=True)
+    np.testing.assert_allclose(loss(remat, params), loss(model, params), rtol=1e-6)
+    scanned_remat = vit.ViT(**TINY, scan_blocks=True, remat=True)
+    grads = jax.jit(jax.grad(lambda p: loss(model, p)))(params)
+    grads_remat = jax.jit(jax.grad(lambda p: loss(scanned_remat, p)))(vit.stack_blocks(params))
+    grads_remat = vit.unstack_blocks(grads_remat)
+    assert max(jax.tree.leaves(jax.tree.map(rel_err, grads_remat, grads))) < 1e-5
+
+
+def test_bfloat16_compute_is_finite_and_close(tiny):
+    model, params, images = tiny
+    out32 = model.apply({"params": params}, images)
+    out16 = vit.ViT(**TINY, dtype=jnp.bfloat16).apply({"params": params}, images)
+    for key in out32:
+        assert out16[key].dtype == jnp.float32  # last_norm runs in float32
+        assert np.all(np.isfinite(out16[key]))
+        assert rel_err(out16[key], out32[key]) < 3e-2, key
+
+
+@pytest.mark.parametrize("scan_blocks", [False, True])
+def test_drop_path_only_in_training(tiny, scan_blocks):
+    _, params, images = tiny
+    variables = {"params": vit.stack_blocks(params) if scan_blocks else params}
+    plain = vit.ViT(**TINY, scan_blocks=scan_blocks)
+    dropping = vit.ViT(**TINY, drop_path_rate=0.5, scan_blocks=scan_blocks)
+
+    @jax.jit
+    def train(seed):
+        return dropping.apply(variables, images, train=True, rngs={"dropout": jax.random.key(seed)})["cls_token"]
+
+    eval_out = dropping.apply(variables, images)["cls_token"]  # no rng needed
+    np.testing.assert_array_equal(eval_out, plain.apply(variables, images)["cls_token"])
+    np.testing.assert_array_equal(train(0), train(0))
+    assert not np.allclose(train(0), train(1))
+    assert not np.allclose(train(0), eval_out)
+
+
+def test_drop_path_rate_extremes():
+    """Rate 1 drops both residual branches (identity block); rate 0 in training is the eval block."""
+    block = vit.Block(num_heads=4, mlp_dim=256)
+    x = np.random.default_rng(2).normal(size=(4, 5, 64)).astype(np.float32)
+    variables = {"params": random_params(block, x, 0.0, True)}
+    rngs = {"dropout": jax.random.key(3)}
+    np.testing.assert_array_equal(block.apply(variables, x, 1.0, False, rngs=rngs)[0], x)
+    np.testing.assert_allclose(block.apply(variables, x, 0.0, False, rngs=rngs)[0],
+                               block.apply(variables, x, 0.0, True)[0], rtol=1e-6)

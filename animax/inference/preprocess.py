@@ -1,0 +1,156 @@
+"""Image -> network input, exactly as AniMer prepares it (one implementation for inference
+and training): square box, Gaussian anti-aliasing when downsampling, an affine bilinear warp
+in OpenCV's pixel convention with a zero border, RGB, ImageNet normalisation.
+
+All host-side NumPy: it runs in data-loader workers and before the jitted model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage
+from PIL import Image, ImageOps
+
+CROP_SIZE = 256
+IMAGE_MEAN = 255.0 * np.array([0.485, 0.456, 0.406], np.float32)
+IMAGE_STD = 255.0 * np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def load_image(path) -> np.ndarray:
+    """Reads an image file as uint8 RGB [H, W, 3], EXIF orientation applied.
+
+    Greyscale, palette, RGBA/LA (composited on black, as OpenCV drops alpha), CMYK and
+    16-bit images are converted. Raises ValueError naming the file if it cannot be decoded.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb_uint8(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: cannot read image ({e})") from None
+
+
+def _to_rgb_uint8(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale the full range down to 8 bits.
+        a = np.asarray(im, np.float64)
+        peak = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        grey = np.clip(np.round(a / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if im.mode == "F":
+        grey = np.clip(np.round(np.asarray(im) * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        rgba = np.asarray(im, np.float32)
+        return np.round(rgba[..., :3] * (rgba[..., 3:] / 255.0)).astype(np.uint8)
+    return np.asarray(im.convert("RGB"), np.uint8)
+
+
+def square_box(box_xyxy):
+    """AniMer's box: centre of (x1, y1, x2, y2) and side max(w, h). -> (center [2], size)."""
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    return np.array([(x1 + x2) / 2.0, (y1 + y2) / 2.0]), max(x2 - x1, y2 - y1)
+
+
+def crop_transform(center, size, out_size=CROP_SIZE, rotation_deg=0.0, flip=False):
+    """2x3 matrix mapping output pixel (x, y) to source pixel coordinates.
+
+    The box centre lands on output pixel (out_size/2, out_size/2), integer coordinates are
+    pixel centres (OpenCV's convention), the crop is rotated by `rotation_deg` (counter-clockwise
+    in the output, as AniMer's augmentation) and mirrored horizontally when `flip`.
+    """
+    scale = size / out_size
+    theta = np.deg2rad(rotation_deg)
+    cos, sin = np.cos(theta), np.sin(theta)
+    sx = -scale if flip else scale
+    # src = center + R(-theta) @ diag(sx, scale) @ (dst - out_size/2)
+    linear = np.array([[cos * sx, sin * scale], [-sin * sx, cos * scale]])
+    offset = np.asarray(center, np.float64) - linear @ np.array([out_size / 2.0, out_size / 2.0])
+    return np.concatenate([linear, offset[:, None]], axis=1)
+
+
+def invert_affine(m):
+    """Inverse of a 2x3 affine map (e.g. source -> output pixel coordinates for keypoints)."""
+    linear = np.linalg.inv(m[:, :2])
+    return np.concatenate([linear, -linear @ m[:, 2:]], axis=1)
+
+
+def apply_affine(m, points):
+    """points [..., 2] -> m[:, :2] @ p + m[:, 2]."""
+    return np.asarray(points) @ m[:, :2].T + m[:, 2]
+
+
+def antialias_sigma(size, out_size=CROP_SIZE):
+    """AniMer's blur before downsampling: sigma = (f - 1) / 2 with f = size / out_size / 2, if f > 1.1."""
+    f = size / out_size / 2.0
+    return (f - 1.0) / 2.0 if f > 1.1 else 0.0
+
+
+def warp_affine(image, src_from_dst, out_size=CROP_SIZE, sigma=0.0, truncate=4.0):
+    """Bilinear affine warp with a constant-zero border. image [H, W, C] -> float32 [out, out, C].
+
+    src_from_dst: 2x3 matrix from output pixel to source pixel coordinates.
+    sigma > 0 first Gaussian-blurs the source (skimage `gaussian` semantics: mode 'nearest',
+    `truncate` radii). Only the window the warp reads is blurred, with enough margin that the
+    result equals blurring the whole image.
+    """
+    image = np.asarray(image)
+    height, width = image.shape[:2]
+    ys, xs = np.mgrid[0:out_size, 0:out_size].astype(np.float64)
+    src_x = src_from_dst[0, 0] * xs + src_from_dst[0, 1] * ys + src_from_dst[0, 2]
+    src_y = src_from_dst[1, 0] * xs + src_from_dst[1, 1] * ys + src_from_dst[1, 2]
+
+    # The window of source pixels the bilinear taps can touch (plus the blur radius).
+    radius = int(truncate * sigma + 0.5) if sigma > 0 else 0
+    x0 = max(int(np.floor(src_x.min())) - radius, 0)
+    y0 = max(int(np.floor(src_y.min())) - radius, 0)
+    x1 = min(int(np.floor(src_x.max())) + 2 + radius, width)
+    y1 = min(int(np.floor(src_y.max())) + 2 + radius, height)
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((out_size, out_size, channels), np.float32)
+    window = image[y0:y1, x0:x1].astype(np.float32).reshape(y1 - y0, x1 - x0, channels)
+    if sigma > 0:
+        # 'nearest' padding at a window edge inside the image only touches pixels within
+        # `radius` of it, which the margin keeps out of reach of the taps.
+        window = scipy.ndimage.gaussian_filter(window, sigma=(sigma, sigma, 0), mode="nearest",
+                                               truncate=truncate)
+    return _bilinear(window, src_x - x0, src_y - y0)
+
+
+def _bilinear(image, x, y):
+    """Bilinear samples of image [h, w, C] at float coordinates, 0 outside. -> float32 [..., C]."""
+    h, w, _ = image.shape
+    padded = np.pad(image, ((1, 1), (1, 1), (0, 0)))  # zero ring: taps outside read 0
+    x0 = np.floor(x)
+    y0 = np.floor(y)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    # Shift by the pad and clamp: anything beyond the ring is outside too, and reads a zero.
+    xi = np.clip(x0.astype(np.int64) + 1, 0, w + 1)
+    yi = np.clip(y0.astype(np.int64) + 1, 0, h + 1)
+    xj = np.clip(x0.astype(np.int64) + 2, 0, w + 1)
+    yj = np.clip(y0.astype(np.int64) + 2, 0, h + 1)
+    out = ((1 - fy) * ((1 - fx) * padded[yi, xi] + fx * padded[yi, xj])
+           + fy * ((1 - fx) * padded[yj, xi] + fx * padded[yj, xj]))
+    return out.astype(np.float32)
+
+
+def normalize(crop):
+    """0..255 RGB -> ImageNet-normalised float32."""
+    return (np.asarray(crop, np.float32) - IMAGE_MEAN) / IMAGE_STD
+
+
+def crop_for_model(image, box_xyxy, out_size=CROP_SIZE, truncate=4.0):
+    """AniMer's inference crop of one box. image uint8 RGB [H, W, 3], box (x1, y1, x2, y2).
+
+    Returns (normalised crop float32 [out, out, 3], box centre [2], box size).
+    """
+    center, size = square_box(box_xyxy)
+    crop = warp_affine(image, crop_transform(center, size, out_size), out_size,
+                       sigma=antialias_sigma(size, out_size), truncate=truncate)
+    return normalize(crop), center, size

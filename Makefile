@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 .PHONY: demo test test-slow
 demo: $(STAMP)
-	$(VENV)/bin/python -m animax.smal --out out/standin_walk.obj
+	$(VENV)/bin/python infer.py --input examples/standin_quadruped.png --out_dir out/demo
 
 # pytest exits 5 when it collects nothing; that is not a failure of the code.
 test: $(STAMP)

@@ -19,19 +19,22 @@ IMAGE_STD = 255.0 * np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def load_image(path) -> np.ndarray:
-    """Reads an image file as uint8 RGB [H, W, 3], EXIF orientation applied.
+    """Reads an image file (a path, or a binary file object such as BytesIO of encoded bytes)
+    as uint8 RGB [H, W, 3], EXIF orientation applied.
 
     Greyscale, palette, RGBA/LA (composited on black, as OpenCV drops alpha), CMYK and
     16-bit images are converted. Raises ValueError naming the file if it cannot be decoded.
     """
-    path = Path(path)
+    is_file_object = hasattr(path, "read")
+    source = path if is_file_object else Path(path)
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
             return _to_rgb_uint8(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{path}: cannot read image ({e})") from None
+        name = getattr(path, "name", "image bytes") if is_file_object else source
+        raise ValueError(f"{name}: cannot read image ({e})") from None
 
 
 def _to_rgb_uint8(im: Image.Image) -> np.ndarray:
@@ -101,43 +104,60 @@ def warp_affine(image, src_from_dst, out_size=CROP_SIZE, sigma=0.0, truncate=4.0
     """
     image = np.asarray(image)
     height, width = image.shape[:2]
-    ys, xs = np.mgrid[0:out_size, 0:out_size].astype(np.float64)
-    src_x = src_from_dst[0, 0] * xs + src_from_dst[0, 1] * ys + src_from_dst[0, 2]
-    src_y = src_from_dst[1, 0] * xs + src_from_dst[1, 1] * ys + src_from_dst[1, 2]
+    channels = image.shape[2] if image.ndim == 3 else 1
+    image = image.reshape(height, width, channels)
+    # Source coordinates of every output pixel, [out, out] each, as broadcast outer sums.
+    cols = np.arange(out_size, dtype=np.float64)
+    rows = cols[:, None]
+    src_x = src_from_dst[0, 0] * cols + src_from_dst[0, 1] * rows + src_from_dst[0, 2]
+    src_y = src_from_dst[1, 0] * cols + src_from_dst[1, 1] * rows + src_from_dst[1, 2]
+    if sigma <= 0:
+        # The taps read the source image directly: no copy, no conversion of unread pixels.
+        return _bilinear(image, src_x, src_y)
 
-    # The window of source pixels the bilinear taps can touch (plus the blur radius).
-    radius = int(truncate * sigma + 0.5) if sigma > 0 else 0
+    # The window of source pixels the bilinear taps can touch, plus the blur radius.
+    radius = int(truncate * sigma + 0.5)
     x0 = max(int(np.floor(src_x.min())) - radius, 0)
     y0 = max(int(np.floor(src_y.min())) - radius, 0)
     x1 = min(int(np.floor(src_x.max())) + 2 + radius, width)
     y1 = min(int(np.floor(src_y.max())) + 2 + radius, height)
-    channels = image.shape[2] if image.ndim == 3 else 1
     if x1 <= x0 or y1 <= y0:
         return np.zeros((out_size, out_size, channels), np.float32)
-    window = image[y0:y1, x0:x1].astype(np.float32).reshape(y1 - y0, x1 - x0, channels)
-    if sigma > 0:
-        # 'nearest' padding at a window edge inside the image only touches pixels within
-        # `radius` of it, which the margin keeps out of reach of the taps.
-        window = scipy.ndimage.gaussian_filter(window, sigma=(sigma, sigma, 0), mode="nearest",
-                                               truncate=truncate)
+    # 'nearest' padding at a window edge inside the image only touches pixels within
+    # `radius` of it, which the margin keeps out of reach of the taps.
+    window = scipy.ndimage.gaussian_filter(image[y0:y1, x0:x1].astype(np.float32),
+                                           sigma=(sigma, sigma, 0), mode="nearest",
+                                           truncate=truncate)
     return _bilinear(window, src_x - x0, src_y - y0)
 
 
 def _bilinear(image, x, y):
-    """Bilinear samples of image [h, w, C] at float coordinates, 0 outside. -> float32 [..., C]."""
-    h, w, _ = image.shape
-    padded = np.pad(image, ((1, 1), (1, 1), (0, 0)))  # zero ring: taps outside read 0
-    x0 = np.floor(x)
-    y0 = np.floor(y)
-    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-    # Shift by the pad and clamp: anything beyond the ring is outside too, and reads a zero.
-    xi = np.clip(x0.astype(np.int64) + 1, 0, w + 1)
-    yi = np.clip(y0.astype(np.int64) + 1, 0, h + 1)
-    xj = np.clip(x0.astype(np.int64) + 2, 0, w + 1)
-    yj = np.clip(y0.astype(np.int64) + 2, 0, h + 1)
-    out = ((1 - fy) * ((1 - fx) * padded[yi, xi] + fx * padded[yi, xj])
-           + fy * ((1 - fx) * padded[yj, xi] + fx * padded[yj, xj]))
-    return out.astype(np.float32)
+    """Bilinear samples of image [h, w, C] at float coordinates x, y [...], 0 outside. -> float32 [..., C].
+
+    Each of the four taps is one flat gather of whole pixels and a weighted add: in a data
+    loader this runs per example, and row gathers are several times faster than 2-D fancy
+    indexing or padding a copy of the image.
+    """
+    h, w, channels = image.shape
+    x0 = np.floor(x).ravel()
+    y0 = np.floor(y).ravel()
+    fx = x.ravel() - x0
+    fy = y.ravel() - y0
+    x0 = x0.astype(np.intp)
+    y0 = y0.astype(np.intp)
+    # Tap weights per axis, zero for taps outside the image (the constant-zero border), so
+    # every tap index can then be clamped into the image.
+    weights_x = ((1.0 - fx) * ((x0 >= 0) & (x0 < w)), fx * ((x0 >= -1) & (x0 < w - 1)))
+    weights_y = ((1.0 - fy) * ((y0 >= 0) & (y0 < h)), fy * ((y0 >= -1) & (y0 < h - 1)))
+    tap_cols = (np.clip(x0, 0, w - 1), np.clip(x0 + 1, 0, w - 1))
+    tap_rows = (np.clip(y0, 0, h - 1) * w, np.clip(y0 + 1, 0, h - 1) * w)
+    pixels = image.reshape(h * w, channels)
+    out = np.zeros((x0.size, channels), np.float32)
+    for row, weight_y in zip(tap_rows, weights_y):
+        for col, weight_x in zip(tap_cols, weights_x):
+            weight = (weight_y * weight_x).astype(np.float32)[:, None]
+            out += weight * np.take(pixels, row + col, axis=0)
+    return out.reshape(x.shape + (channels,))
 
 
 def normalize(crop):

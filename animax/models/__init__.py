@@ -22,7 +22,18 @@ def build_model(config, smal=None) -> Pipeline:
     return Pipeline(ml_collections.FrozenConfigDict(config.model), smal)
 
 
-def init_variables(model: Pipeline, seed: int = 0, batch: int = 1):
-    """Randomly initialised variables (`params`, `batch_stats`, `smal`) of a pipeline."""
+def init_variables(model: Pipeline, seed: int = 0, batch: int = 1, exclude=()):
+    """Randomly initialised variables (`params`, `batch_stats`, `smal`) of a pipeline.
+
+    exclude: submodule names (e.g. "backbone") left out of the result, so they are never
+    materialised (the compiler drops their initialisers).
+    """
     images = jnp.zeros((batch, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
-    return jax.jit(model.init)(jax.random.PRNGKey(seed), images)
+
+    def init(rng, body):
+        # The body model enters as an argument: closed over, its arrays would become
+        # constants of the compiled program (slow to compile, copied into it).
+        variables = model.clone(body_model=body).init(rng, images)
+        return {c: {k: v for k, v in tree.items() if k not in exclude} for c, tree in variables.items()}
+
+    return jax.jit(init)(jax.random.PRNGKey(seed), model.body_model)

@@ -44,7 +44,7 @@ class Pipeline(nn.Module):
     def setup(self):
         cfg = self.model_config
         dtype = jnp.dtype(cfg.dtype)
-        overrides = {"depth": cfg.depth} if cfg.get("depth") else {}
+        overrides = {k: cfg[k] for k in ("depth", "num_heads") if cfg.get(k)}
         self.backbone = vit.Model(cfg.variant, drop_path_rate=cfg.drop_path_rate, scan_blocks=cfg.scan_blocks,
                                   remat=cfg.remat, dtype=dtype, **overrides)
         head = cfg.smal_head

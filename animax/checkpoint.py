@@ -1,0 +1,97 @@
+"""Model checkpoints: an orbax directory of arrays with `config.json` beside it.
+
+    DIR/config.json   {"config": <the full ml_collections config>, "info": {...provenance...}}
+    DIR/state/        orbax PyTree checkpoint of {"params": ..., "batch_stats": ...}
+
+The ViT blocks are stored unscanned (`blocks_{i}`, PyTorch's layout) whatever the config's
+`scan_blocks`: every leaf is then one layer's tensor, which keeps saving within a small
+memory margin (orbax holds a whole leaf per write) and the files independent of the layout.
+
+Written by the converter and by training's export; read by `load_model`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from animax.models import build_model, vit
+from animax.models.pipeline import Pipeline
+from animax.smal import SMALModel, load_smal
+
+CONFIG_FILE = "config.json"
+STATE_DIR = "state"
+
+
+def save_model(path, config: ml_collections.ConfigDict, variables, info: dict | None = None) -> None:
+    """Writes params and batch_stats with the config, atomically (temp dir, then rename)."""
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        state = {k: variables[k] for k in ("params", "batch_stats") if k in variables}
+        backbone = state["params"].get("backbone", {})
+        if "blocks" in backbone:
+            state["params"] = {**state["params"], "backbone": vit.unstack_blocks(backbone)}
+        # Synchronous, at most ~1 GB in flight: conversion of ViT-H stays near one copy of the weights.
+        with ocp.Checkpointer(ocp.StandardCheckpointHandler(save_concurrent_gb=0.25)) as checkpointer:
+            checkpointer.save(tmp / STATE_DIR, args=ocp.args.StandardSave(state))
+        (tmp / CONFIG_FILE).write_text(json.dumps({"config": config.to_dict(), "info": info or {}}, indent=2,
+                                                  default=_json_default))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _json_default(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_config(path) -> tuple[ml_collections.ConfigDict, dict]:
+    """(config, info) of a checkpoint directory."""
+    config_file = Path(path) / CONFIG_FILE
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path}: not an animax checkpoint (no {CONFIG_FILE})")
+    data = json.loads(config_file.read_text())
+    return ml_collections.ConfigDict(data["config"]), data.get("info", {})
+
+
+def load_model(path, smal=None, dtype=None) -> tuple[Pipeline, dict]:
+    """Loads a converted or trained checkpoint directory.
+
+    smal: a SMALModel, a SMAL file (.pkl/.npz), or None for the config's body model (the
+    built-in stand-in when the config names none). dtype: compute dtype override
+    ("float32"/"bfloat16"); parameters stay float32.
+    Returns (model, variables) with variables = {"params", "batch_stats", "smal"}.
+    """
+    config, _ = read_config(path)
+    if dtype is not None:
+        config.model.dtype = jnp.dtype(dtype).name
+    body = smal if isinstance(smal, SMALModel) else load_smal(smal if smal is not None else config.get("smal"))
+    model = build_model(config, smal=body)
+    stored = ml_collections.ConfigDict(config.to_dict())
+    stored.model.scan_blocks = False
+    images = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32)
+    abstract = jax.eval_shape(build_model(stored, smal=body).init, jax.random.PRNGKey(0), images)
+    target = {k: abstract[k] for k in ("params", "batch_stats") if k in abstract}
+    with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+        state = checkpointer.restore(Path(path).absolute() / STATE_DIR, args=ocp.args.StandardRestore(target))
+    if config.model.scan_blocks:
+        state["params"] = {**state["params"], "backbone": vit.stack_blocks(state["params"]["backbone"])}
+    return model, {**state, "smal": {"model": body}}

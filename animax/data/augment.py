@@ -1,0 +1,120 @@
+"""AniMer's training augmentation and crop: one stored example -> one network input.
+
+The crop is `animax.inference.preprocess`'s (square box, anti-aliasing blur, OpenCV-
+convention bilinear warp, ImageNet normalisation), so training and inference see the same
+pixels. Augmentation jitters that crop the way AniMer's `get_example` / `do_augmentation`
+do: scale, in-plane rotation, translation of the box, per-channel colour gain, and an
+optional horizontal flip. Every annotation follows the warp exactly: 2D keypoints through
+the same affine map, 3D keypoints and the global orientation through the matching camera-
+frame map (a rotation about the optical axis, times the x flip), and a flip also mirrors
+the animal (left/right keypoints and joints swap, see `animax.data.mirror`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from animax.data.mirror import KEYPOINT_MIRROR, transform_pose
+from animax.inference.preprocess import (CROP_SIZE, antialias_sigma, apply_affine, crop_transform,
+                                         invert_affine, normalize, square_box, warp_affine)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """AniMer's stage-2 augmentation (its DATASETS.CONFIG), flips off as in AniMer."""
+    scale_factor: float = 0.3        # box size x (1 + clip(N(0,1), -1, 1) * scale_factor)
+    rotation_factor: float = 30.0    # degrees x clip(N(0,1), -2, 2) ...
+    rotation_rate: float = 0.6       # ... with this probability, else 0
+    translation_factor: float = 0.02  # box centre += box size x clip(N(0,1), -1, 1) x this ...
+    translation_rate: float = 0.5    # ... with this probability, else no shift
+    color_scale: float = 0.2         # each RGB channel x U(1 - c, 1 + c), clipped to 0..255
+    flip_rate: float = 0.0           # probability of a horizontal flip
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """One draw of the augmentation; the default is the plain inference crop."""
+    scale: float = 1.0
+    rotation_deg: float = 0.0
+    shift: tuple[float, float] = (0.0, 0.0)   # box-centre shift in box sizes (x, y)
+    flip: bool = False
+    color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+def sample_augmentation(rng: np.random.Generator, config: AugmentConfig) -> Augmentation:
+    """Draws one augmentation; the same generator state always gives the same draw."""
+    scale = 1.0 + np.clip(rng.standard_normal(), -1.0, 1.0) * config.scale_factor
+    rotation = np.clip(rng.standard_normal(), -2.0, 2.0) * config.rotation_factor
+    rotate = rng.random() < config.rotation_rate
+    shift = np.clip(rng.standard_normal(2), -1.0, 1.0) * config.translation_factor
+    translate = rng.random() < config.translation_rate
+    flip = rng.random() < config.flip_rate
+    color = rng.uniform(1.0 - config.color_scale, 1.0 + config.color_scale, 3)
+    return Augmentation(scale=float(scale), rotation_deg=float(rotation) if rotate else 0.0,
+                        shift=tuple(shift) if translate else (0.0, 0.0), flip=bool(flip),
+                        color=tuple(color))
+
+
+def axis_angle_to_matrix(axis_angle) -> np.ndarray:
+    """Rodrigues' formula in NumPy (the loader runs without JAX). [..., 3] -> [..., 3, 3]."""
+    axis_angle = np.asarray(axis_angle, np.float64)
+    angle = np.linalg.norm(axis_angle, axis=-1)[..., None, None]
+    safe = np.where(angle > 1e-12, angle, 1.0)
+    x, y, z = np.moveaxis(axis_angle, -1, 0)
+    zero = np.zeros_like(x)
+    k = np.stack([np.stack([zero, -z, y], -1), np.stack([z, zero, -x], -1),
+                  np.stack([-y, x, zero], -1)], -2) / safe
+    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
+
+
+def camera_frame_map(dst_from_src) -> np.ndarray:
+    """The camera-frame linear map [3, 3] matching an image similarity transform [2, 3]:
+    its rotation (and x flip) about the optical axis, scale removed. Rotating the camera
+    frame about the optical axis rotates every projection the same way."""
+    linear = dst_from_src[:, :2] / np.sqrt(abs(np.linalg.det(dst_from_src[:, :2])))
+    out = np.eye(3)
+    out[:2, :2] = linear
+    return out
+
+
+def crop_example(image, mask, example, augmentation=Augmentation(), out_size=CROP_SIZE,
+                 truncate=3.0) -> dict:
+    """The network input and targets of one example under one augmentation.
+
+    image uint8 [H, W, 3]; mask uint8 [H, W] or None; example: the stored arrays (`bbox`,
+    `keypoints_2d`, `keypoints_3d`, `pose` axis-angle; see animax.data.features). truncate:
+    the anti-aliasing blur's radius in sigmas (AniMer's training uses 3).
+    Returns float32 `image [S,S,3]` (ImageNet-normalised), `mask [S,S]` (0..1, zeros without
+    a mask), `keypoints_2d [26,3]` (crop-normalised x, y in [-0.5, 0.5] over the crop, and
+    confidence), `keypoints_3d [26,4]`, `pose [35,3,3]` rotation matrices.
+    """
+    center, size = square_box(example["bbox"])
+    center = center + np.asarray(augmentation.shift) * size
+    size = size * augmentation.scale
+    src_from_dst = crop_transform(center, size, out_size, augmentation.rotation_deg, augmentation.flip)
+    # The mask rides along as a fourth channel: one warp, the same taps and blur as AniMer's RGBA.
+    pixels = image if mask is None else np.concatenate([image, mask[..., None]], axis=-1)
+    crop = warp_affine(pixels, src_from_dst, out_size, sigma=antialias_sigma(size, out_size),
+                       truncate=truncate)
+    rgb = np.clip(crop[..., :3] * np.asarray(augmentation.color, np.float32), 0.0, 255.0)
+    crop_mask = (np.clip(crop[..., 3] / 255.0, 0.0, 1.0) if mask is not None
+                 else np.zeros((out_size, out_size), np.float32))
+
+    dst_from_src = invert_affine(src_from_dst)
+    keypoints_2d = np.array(example["keypoints_2d"], np.float32)
+    keypoints_2d[:, :2] = apply_affine(dst_from_src, keypoints_2d[:, :2]) / out_size - 0.5
+    camera_map = camera_frame_map(dst_from_src)
+    keypoints_3d = np.array(example["keypoints_3d"], np.float32)
+    keypoints_3d[:, :3] = keypoints_3d[:, :3] @ camera_map.T
+    pose = transform_pose(axis_angle_to_matrix(example["pose"]), camera_map, augmentation.flip)
+    if augmentation.flip:
+        keypoints_2d, keypoints_3d = keypoints_2d[KEYPOINT_MIRROR], keypoints_3d[KEYPOINT_MIRROR]
+    return {
+        "image": normalize(rgb),
+        "mask": crop_mask.astype(np.float32),
+        "keypoints_2d": keypoints_2d,
+        "keypoints_3d": keypoints_3d,
+        "pose": pose.astype(np.float32),
+    }

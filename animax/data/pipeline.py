@@ -1,0 +1,113 @@
+"""The training input pipeline: TFDS array_record sources -> grain -> fixed-shape numpy batches.
+
+    sources = [open_source("animal3d", "train", data_dir), open_source("horse10", "train", data_dir)]
+    loader = make_loader(sources, weights=[1.0, 0.2], batch_size=16, seed=0, worker_count=4)
+    iterator = iter(loader)
+    batch = next(iterator)
+    state = iterator.get_state()     # bytes; `iter(loader).set_state(state)` resumes on the next batch
+
+Batches (B = batch_size, S = out_size, 256 by default):
+    image             float32 [B,S,S,3]  ImageNet-normalised RGB crop
+    mask              float32 [B,S,S]    animal mask in 0..1 (zeros where has_mask is 0)
+    keypoints_2d      float32 [B,26,3]   x, y crop-normalised (kp / S - 0.5) and confidence
+    keypoints_3d      float32 [B,26,4]   camera-frame x, y, z (rotated with the crop) and confidence
+    betas             float32 [B,41]
+    pose              float32 [B,35,3,3] rotation matrices, joint 0 the global orientation: the
+                                         training loss compares matrices, and rotating or
+                                         mirroring a crop composes matrices
+    has_betas, has_pose, has_keypoints_3d, has_mask   float32 [B] (1 = annotated)
+    family            int32 [B]          SMAL family index, -1 unknown (features.FAMILY_NAMES)
+    dataset           int32 [B]          index of the example's source in `sources`
+
+Every example's augmentation comes from grain's per-record generator, derived from `seed`
+and the record's position in the shuffled stream, so batches do not depend on the number
+of worker processes, and a restored iterator state continues on the exact next batch.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import grain.python as grain
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from animax.data import features
+from animax.data.augment import Augmentation, AugmentConfig, crop_example, sample_augmentation
+from animax.data.mixture import MixtureSource
+from animax.inference.preprocess import CROP_SIZE, load_image
+
+_FLAGS = ("has_betas", "has_pose", "has_keypoints_3d", "has_mask")
+
+
+def open_source(name: str, split: str, data_dir):
+    """A built dataset's split as a random-access source (images left encoded): what
+    `tfds.data_source` returns, with a clear error when the dataset is not built."""
+    builder = tfds.builder(name, data_dir=str(data_dir))
+    if not builder.is_prepared():
+        raise FileNotFoundError(f"{name} is not built in {data_dir}: run python -m animax.data.build "
+                                f"{name} --manual_dir SRC --data_dir {data_dir}")
+    return builder.as_data_source(split=split, decoders={
+        field: tfds.decode.SkipDecoding() for field in features.ENCODED_FIELDS})
+
+
+def decode_example(example) -> tuple[np.ndarray, np.ndarray | None]:
+    """Stored example -> (image uint8 [H,W,3], mask uint8 [H,W] or None), with Pillow."""
+    image = load_image(io.BytesIO(example["image"]))
+    if not example["has_mask"]:
+        return image, None
+    with Image.open(io.BytesIO(example["mask"])) as im:
+        return image, np.asarray(im.convert("L"))
+
+
+def prepare_example(example, augmentation=Augmentation(), out_size=CROP_SIZE, truncate=3.0) -> dict:
+    """One stored example -> one batch row (see the module docstring for the fields)."""
+    image, mask = decode_example(example)
+    out = crop_example(image, mask, example, augmentation, out_size, truncate)
+    out["betas"] = np.asarray(example["betas"], np.float32)
+    out["family"] = np.int32(example["family"])
+    for flag in _FLAGS:
+        out[flag] = np.float32(example[flag])
+    return out
+
+
+class PrepareExample(grain.RandomMapTransform):
+    """grain transform: a (source index, stored example) pair -> a batch row, augmented
+    when `augment` is given (the plain inference crop otherwise)."""
+
+    def __init__(self, augment: AugmentConfig | None, out_size=CROP_SIZE, truncate=3.0):
+        self.augment = augment
+        self.out_size = out_size
+        self.truncate = truncate
+
+    def random_map(self, element, rng: np.random.Generator):
+        source_index, example = element
+        augmentation = sample_augmentation(rng, self.augment) if self.augment else Augmentation()
+        out = prepare_example(example, augmentation, self.out_size, self.truncate)
+        out["dataset"] = np.int32(source_index)
+        return out
+
+
+def make_loader(sources: Sequence, *, batch_size: int, seed: int, weights: Sequence[float] | None = None,
+                augment: AugmentConfig | None = AugmentConfig(), worker_count: int = 0,
+                num_epochs: int | None = None, shuffle: bool = True, drop_remainder: bool = True,
+                shard_options: grain.ShardOptions | None = None, out_size: int = CROP_SIZE,
+                worker_buffer_size: int = 2) -> grain.DataLoader:
+    """A grain DataLoader over `sources` mixed by `weights` (default: equal).
+
+    seed: shuffling and augmentation; num_epochs None = endless; worker_count 0 = in this
+    process; shard_options: e.g. grain.ShardByJaxProcess() for multi-host training (default:
+    no sharding). augment None gives the plain inference crop (evaluation).
+    """
+    weights = [1.0] * len(sources) if weights is None else weights
+    source = MixtureSource(sources, weights, seed=seed)
+    shard_options = shard_options or grain.NoSharding()
+    sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options,
+                                 shuffle=shuffle, num_epochs=num_epochs, seed=seed)
+    return grain.DataLoader(
+        data_source=source, sampler=sampler,
+        operations=[PrepareExample(augment, out_size), grain.Batch(batch_size, drop_remainder)],
+        worker_count=worker_count, worker_buffer_size=worker_buffer_size,
+        shard_options=shard_options)

@@ -1,0 +1,153 @@
+"""What to process: `--input` paths, folders and globs, and the boxes of each image.
+
+Boxes file (`--boxes FILE`), JSON, one of two layouts:
+
+    {"horse.jpg": [[40, 60, 360, 300], [380, 50, 620, 310]], "dog.png": [[0, 0, 200, 150]]}
+
+maps images to corner boxes [x1, y1, x2, y2] in pixels of the (EXIF-rotated) image, and
+
+    {"format": "xywh", "boxes": {"horse.jpg": [[40, 60, 320, 240]]}}
+
+holds COCO boxes [x, y, width, height] (`"format": "xyxy"` names the corner layout
+explicitly). A key is an image's file name or its path as passed/expanded; an empty list
+means no animal in that image. An image that the file does not list is a failure.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+BOX_FORMATS = ("xyxy", "xywh")
+
+
+class BoxesFileError(ValueError):
+    """The boxes file cannot be used at all; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One input image: where it is, its boxes (x1, y1, x2, y2; None = the whole image) and
+    the output folder stem (the file stem, made unique among the inputs)."""
+    path: Path
+    boxes: tuple[tuple[float, float, float, float], ...] | None
+    name: str
+
+    @property
+    def num_animals(self) -> int:
+        return 1 if self.boxes is None else len(self.boxes)
+
+    def folder_name(self, index: int) -> str:
+        """`<name>` when the image has one box, `<name>_<index>` when it has several."""
+        return self.name if self.num_animals == 1 else f"{self.name}_{index}"
+
+
+def expand_inputs(specs) -> tuple[list[Path], list[str]]:
+    """Image files named by `--input` values, in order, without repeats.
+
+    A folder contributes its files with an image suffix (sorted, not recursive); a value with
+    glob characters its matches (sorted); a file itself, whatever its suffix. Returns
+    (paths, failures) with one "SPEC: problem" line per value that yields nothing.
+    """
+    paths, failures = [], []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            problem = "folder contains no images"
+        elif path.is_file():
+            found, problem = [path], ""
+        elif glob.has_magic(spec):
+            found = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+            problem = "no files match this pattern"
+        else:
+            found, problem = [], "no such file or folder"
+        if not found:
+            failures.append(f"{spec}: {problem}")
+        paths.extend(found)
+    return list(dict.fromkeys(paths)), failures
+
+
+def read_boxes(path) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Reads a boxes file (layouts in the module docstring) as {key: [(x1, y1, x2, y2), ...]}.
+
+    Raises BoxesFileError naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BoxesFileError(f"{path}: boxes file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BoxesFileError(f"{path}: cannot read boxes file ({e})") from None
+    except json.JSONDecodeError as e:
+        raise BoxesFileError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise BoxesFileError(f"{path}: expected a JSON object mapping image names to box lists")
+    box_format = "xyxy"
+    if "format" in data:
+        box_format = data["format"]
+        if box_format not in BOX_FORMATS or not isinstance(data.get("boxes"), dict):
+            raise BoxesFileError(f"{path}: with a 'format' key, expected 'format' in {list(BOX_FORMATS)} "
+                                 "and a 'boxes' object mapping image names to box lists")
+        data = data["boxes"]
+    return {str(key): [_corner_box(box, box_format, path, key) for box in _box_list(value, path, key)]
+            for key, value in data.items()}
+
+
+def _box_list(value, path, key):
+    if not isinstance(value, list) or not all(isinstance(box, list) for box in value):
+        raise BoxesFileError(f"{path}: entry {key!r} must be a list of boxes, each a list of 4 numbers")
+    return value
+
+
+def _corner_box(box, box_format, path, key):
+    if len(box) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                and math.isfinite(v) for v in box):
+        raise BoxesFileError(f"{path}: entry {key!r} has a box {box!r}, expected 4 finite numbers")
+    x, y, a, b = (float(v) for v in box)
+    return (x, y, x + a, y + b) if box_format == "xywh" else (x, y, a, b)
+
+
+def plan_jobs(paths, boxes_by_name=None, bbox=None, boxes_file="boxes file") -> tuple[list[ImageJob], list[str]]:
+    """One ImageJob per path, with boxes from `boxes_by_name` (see `read_boxes`), or `bbox`
+    (x1, y1, x2, y2) for every image, or neither (the whole image).
+
+    Output names are file stems; a stem already taken by an earlier input gets `-2`, `-3`, ...
+    Returns (jobs, failures) with one line per image that the boxes file does not list.
+    """
+    jobs, failures, taken = [], [], set()
+    for path in paths:
+        if boxes_by_name is not None:
+            boxes = boxes_by_name.get(str(path), boxes_by_name.get(path.name))
+            if boxes is None:
+                failures.append(f"{path}: not listed in {boxes_file}")
+                continue
+        else:
+            boxes = None if bbox is None else [tuple(float(v) for v in bbox)]
+        name, n = path.stem, 1
+        while name in taken:
+            n += 1
+            name = f"{path.stem}-{n}"
+        taken.add(name)
+        jobs.append(ImageJob(path, None if boxes is None else tuple(boxes), name))
+    return jobs, failures
+
+
+def box_problem(box, width, height) -> str | None:
+    """Why a box (x1, y1, x2, y2) cannot be cropped from a width x height image, or None.
+
+    A box may stick out of the image (the crop is zero-padded) but must overlap it.
+    """
+    x1, y1, x2, y2 = box
+    if not all(math.isfinite(v) for v in box):
+        return "non-finite coordinate"
+    if x2 <= x1 or y2 <= y1:
+        return "zero area"
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        return f"outside the {width}x{height} image"
+    return None

@@ -1,0 +1,109 @@
+"""Where the CLI's model comes from: a checkpoint directory, or a config with random weights.
+
+Every problem a user can cause (missing or unreadable checkpoint, SMAL or config file)
+surfaces as `ModelLoadError`, whose message is one line naming the file.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+
+from animax.models import build_model, init_variables
+from animax.smal import load_smal
+
+RANDOM_SEED = 0
+
+
+class ModelLoadError(ValueError):
+    """The model cannot be built; the message names the file and the problem."""
+
+
+def load_config(path):
+    """`get_config()` of a Python config file such as configs/tiny.py."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: config file not found")
+    if (path.parent / "__init__.py").is_file():
+        # configs/*.py import their siblings as `configs.<name>`: the package's parent must be importable.
+        root = str(path.parent.parent.resolve())
+        if root not in sys.path:
+            sys.path.insert(0, root)
+    spec = importlib.util.spec_from_file_location(f"_animax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        return module.get_config()
+    except Exception as e:                    # a user's file: any error is theirs to fix
+        raise ModelLoadError(f"{path}: cannot load config ({type(e).__name__}: {e})") from None
+
+
+def check_files(ckpt=None, smal=None, config=None) -> None:
+    """Fails fast, before any slow work, when a named file or folder does not exist."""
+    if ckpt is not None and not Path(ckpt).is_dir():
+        raise ModelLoadError(f"{ckpt}: checkpoint folder not found")
+    if smal is not None and not Path(smal).is_file():
+        raise ModelLoadError(f"{smal}: SMAL file not found")
+    if ckpt is None and config is not None and not Path(config).is_file():
+        raise ModelLoadError(f"{config}: config file not found")
+
+
+def load(ckpt=None, smal=None, config=None, dtype=None):
+    """(model, variables, info) from a checkpoint folder, or random weights for a config file.
+
+    smal: a SMAL .pkl/.npz file or None (the checkpoint's body model, else the stand-in);
+    config: the config file used without a checkpoint; dtype: compute dtype override.
+    info is JSON-ready provenance for result.json.
+    """
+    check_files(ckpt, smal, config)
+    if ckpt is not None:
+        model, variables, config_name, provenance = _checkpoint_model(ckpt, smal, dtype)
+        weights = {"checkpoint": str(ckpt), "weights": "checkpoint", "config": config_name, **provenance}
+    elif config is None:
+        raise ModelLoadError("without a checkpoint, a config file is needed for random weights")
+    else:
+        model, variables = random_model(config, smal, dtype)
+        weights = {"checkpoint": None, "weights": f"random (seed {RANDOM_SEED})", "config": str(config)}
+    return model, variables, {**weights, "dtype": model.model_config.dtype,
+                              "body_model": body_model_info(variables, smal)}
+
+
+def _checkpoint_model(ckpt, smal, dtype):
+    from animax.checkpoint import load_model, read_config   # orbax is only needed on this path
+    try:
+        config, provenance = read_config(ckpt)
+        model, variables = load_model(ckpt, smal=smal, dtype=dtype)
+    except Exception as e:                    # a user's files: report them in one line
+        first_line = str(e).splitlines()[0] if str(e) else ""
+        raise ModelLoadError(f"{ckpt}: cannot load checkpoint ({type(e).__name__}: {first_line})") from None
+    return model, variables, config.get("name"), {"checkpoint_info": provenance}
+
+
+def random_model(config_path, smal=None, dtype=None):
+    """(model, variables) with randomly initialised weights (seed RANDOM_SEED) for a config file."""
+    return _random_model(str(config_path), None if smal is None else str(smal), dtype)
+
+
+# Cached: initialising compiles the whole model (about 20 s for `tiny` on a CPU), and notebook
+# or test callers run the CLI repeatedly in one process with the same arguments.
+@functools.lru_cache(maxsize=2)
+def _random_model(config_path, smal, dtype):
+    config = load_config(config_path)
+    if dtype is not None:
+        config.model.dtype = dtype
+    try:
+        body = load_smal(smal if smal is not None else config.get("smal"))
+    except (OSError, ValueError) as e:        # load_smal's messages name the file
+        raise ModelLoadError(str(e)) from None
+    model = build_model(config, smal=body)
+    return model, init_variables(model, RANDOM_SEED)
+
+
+def body_model_info(variables, smal_file) -> dict:
+    """JSON-ready description of the body model inside `variables`."""
+    body = variables["smal"]["model"]
+    return {"name": body.name, "file": None if smal_file is None else str(smal_file),
+            "vertices": body.num_vertices, "faces": int(body.faces.shape[0]), "joints": body.num_joints,
+            "keypoints": body.num_keypoints, "betas": body.num_betas}

@@ -1,0 +1,192 @@
+"""The batch loop behind infer.py: image files -> crops -> batched model -> exported folders.
+
+Decoding and cropping run ahead in one thread pool and export (overlay rendering, file
+writes) behind in another, while the calling thread feeds the model full batches gathered
+across images. PIL decoding, NumPy, zlib and file writes release the GIL, so on an
+accelerator the host work overlaps the model instead of adding to it.
+
+A failure (unreadable file, bad box, export error) is one line naming the file; it stops
+only its image or animal, and leaves no output folder for it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from animax.inference.export import remove_stale, write_animal
+from animax.inference.inputs import ImageJob, box_problem
+from animax.inference.overlay import overlay_image
+from animax.inference.predictor import Animal, prepare, whole_image_box
+from animax.inference.preprocess import load_image
+
+STAGES = ("decode", "preprocess", "model", "export")
+
+
+@dataclass
+class RunSummary:
+    """Counts, failure lines, wall time and per-stage seconds (summed over threads)."""
+    images: int = 0                 # images with at least one animal exported
+    animals: int = 0                # animals exported
+    failures: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    stage_s: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def lines(self) -> list[str]:
+        rate = self.images / self.wall_s if self.wall_s > 0 else 0.0
+        stages = "  ".join(f"{k} {v:.2f}" for k, v in self.stage_s.items())
+        return [f"done: {self.images} images, {self.animals} animals exported, {len(self.failures)} failures "
+                f"in {self.wall_s:.2f} s ({rate:.2f} images/s)",
+                f"seconds per stage (summed over threads): {stages}"]
+
+
+@dataclass
+class _Loaded:
+    """An image after decoding and cropping: its animals by box index, and timings."""
+    job: ImageJob
+    animals: list[tuple[int, Animal]]
+    decode_s: float = 0.0
+    preprocess_s: list[float] = field(default_factory=list)
+
+
+class _Run:
+    """State shared by the threads of one `run_inference` call."""
+
+    def __init__(self, jobs, out_dir, faces, info, progress):
+        self.out_dir, self.faces, self.info = Path(out_dir), np.asarray(faces), info
+        self.summary = RunSummary()
+        self.lock = threading.Lock()
+        self.remaining = {job: job.num_animals for job in jobs}     # animals not yet finished
+        self.exported = {job: 0 for job in jobs}
+        self.bar = tqdm(total=len(jobs), unit="image", disable=None if progress is None else not progress,
+                        file=sys.stderr)
+
+    def fail(self, job, message, box_indices):
+        """Reports one failure line and finishes the given animals without output."""
+        for k in box_indices:
+            remove_stale(self.out_dir / job.folder_name(k))
+        with self.lock:
+            self.summary.failures.append(message)
+            self.bar.write(f"error: {message}", file=sys.stderr)
+        self.finish(job, len(box_indices), exported=0)
+
+    def finish(self, job, count, exported):
+        with self.lock:
+            self.remaining[job] -= count
+            self.exported[job] += exported
+            self.summary.animals += exported
+            if self.remaining[job] == 0:
+                self.summary.images += self.exported[job] > 0
+                self.bar.update(1)
+
+    def add_time(self, stage, seconds):
+        with self.lock:
+            self.summary.stage_s[stage] += seconds
+
+    def load(self, job: ImageJob) -> _Loaded:
+        """Decodes and crops one image; failures are reported here."""
+        if job.num_animals == 0:              # listed with no boxes: nothing to do
+            self.finish(job, 0, exported=0)
+            return _Loaded(job, [])
+        start = time.perf_counter()
+        try:
+            image = load_image(job.path)
+        except Exception as e:                # any broken file: one line, the other images go on
+            message = str(e) if isinstance(e, ValueError) else f"{job.path}: cannot read image ({type(e).__name__}: {e})"
+            self.fail(job, message, range(job.num_animals))
+            return _Loaded(job, [])
+        loaded = _Loaded(job, [], decode_s=time.perf_counter() - start)
+        self.add_time("decode", loaded.decode_s)
+        height, width = image.shape[:2]
+        for k, box in enumerate([whole_image_box(image)] if job.boxes is None else job.boxes):
+            problem = box_problem(box, width, height)
+            if problem:
+                self.fail(job, f"{job.path}: box {k} {list(box)}: {problem}", [k])
+                continue
+            start = time.perf_counter()
+            loaded.animals.append((k, prepare(image, box)))
+            loaded.preprocess_s.append(time.perf_counter() - start)
+        self.add_time("preprocess", sum(loaded.preprocess_s))
+        return loaded
+
+    def export(self, loaded: _Loaded, position: int, result: dict, model_s: float):
+        """Renders the overlay and writes one animal's folder."""
+        job = loaded.job
+        box_index, animal = loaded.animals[position]
+        start = time.perf_counter()
+        try:
+            overlay = overlay_image(animal.crop, result["vertices"], result["cam_t"], self.faces,
+                                    result["keypoints2d_crop"], result["head_box"])
+            timings = {"decode": loaded.decode_s, "preprocess": loaded.preprocess_s[position], "model": model_s,
+                       "overlay": time.perf_counter() - start}
+            info = {"input": str(job.path), "image_size": list(animal.image_size), "box_index": box_index,
+                    "box": animal.box.tolist(), "box_center": animal.center.tolist(), "box_size": animal.size,
+                    "focal_length": float(result["focal_length"]), "timings_s": timings, **self.info}
+            write_animal(self.out_dir / job.folder_name(box_index), result, self.faces, overlay, info)
+        except Exception as e:                # one animal's export error must not stop the others
+            self.fail(job, f"{job.path}: box {box_index}: cannot write output ({type(e).__name__}: {e})", [box_index])
+            return
+        finally:
+            self.add_time("export", time.perf_counter() - start)
+        self.finish(job, 1, exported=1)
+
+
+def run_inference(predictor, jobs, out_dir, faces, info: dict, workers: int = 4,
+                  progress: bool | None = None) -> RunSummary:
+    """Runs `predictor` on every box of every job and exports each animal to OUT/<folder>/.
+
+    faces [F, 3] of the body model (mesh.obj, overlay); info: JSON-ready metadata copied into
+    every result.json (checkpoint, body model, ...). progress None shows the bar on terminals.
+    Failure lines go to stderr as they happen and are returned in the summary.
+    """
+    start = time.perf_counter()
+    run = _Run(jobs, out_dir, faces, info, progress)
+    batch_size = predictor.batch_size
+    with ThreadPoolExecutor(workers, thread_name_prefix="load") as loaders, \
+            ThreadPoolExecutor(workers, thread_name_prefix="export") as exporters:
+        loading = deque()
+        exporting = deque()
+        jobs_left = iter(jobs)
+        pending = []                          # (loaded, position) awaiting a model batch
+
+        def run_batch(batch):
+            t0 = time.perf_counter()
+            results = predictor.predict_animals([loaded.animals[i][1] for loaded, i in batch])
+            seconds = time.perf_counter() - t0
+            run.add_time("model", seconds)
+            for (loaded, i), result in zip(batch, results):
+                exporting.append(exporters.submit(run.export, loaded, i, result, seconds / len(batch)))
+            # Bound the results held in memory when export is the slower side.
+            while len(exporting) > 4 * batch_size:
+                exporting.popleft().result()
+
+        def top_up():
+            while len(loading) < 2 * batch_size:
+                job = next(jobs_left, None)
+                if job is None:
+                    return
+                loading.append(loaders.submit(run.load, job))
+
+        top_up()
+        while loading:
+            loaded = loading.popleft().result()
+            top_up()
+            pending.extend((loaded, i) for i in range(len(loaded.animals)))
+            while len(pending) >= batch_size:
+                run_batch(pending[:batch_size])
+                pending = pending[batch_size:]
+        if pending:
+            run_batch(pending)
+        for future in exporting:
+            future.result()
+    run.bar.close()
+    run.summary.wall_s = time.perf_counter() - start
+    return run.summary

@@ -1,0 +1,42 @@
+"""The model's configuration: every architecture knob, with AniMer's values as defaults.
+
+configs/*.py build experiment configs on top of `model_config()`; checkpoints store it
+in config.json, so a checkpoint rebuilds its own model.
+"""
+
+import ml_collections
+
+
+def model_config() -> ml_collections.ConfigDict:
+    model = ml_collections.ConfigDict()
+    model.variant = "H/16"          # ViT variant: width/depth/heads/MLP decoded from "H/16", "L/16", ...
+    model.depth = None              # overrides the variant's depth (tests use 1-2 blocks)
+    model.num_heads = None          # overrides the variant's attention heads
+    model.drop_path_rate = 0.55     # stochastic depth at the last block in training (AniMer: 0.55)
+    model.scan_blocks = True        # nn.scan over the ViT blocks: one compiled block, faster compiles
+    model.remat = False             # recompute block activations in the backward pass (saves memory)
+    model.dtype = "float32"         # compute dtype: "float32" or "bfloat16" (params stay float32)
+
+    head = model.smal_head = ml_collections.ConfigDict()
+    head.dim = 1024                 # decoder width
+    head.depth = 6                  # decoder layers
+    head.heads = 8
+    head.dim_head = 64
+    head.mlp_dim = 1024
+    head.ief_iters = 1              # refinement iterations (AniMer's released config: 1)
+
+    enc = model.head_encoder = ml_collections.ConfigDict()
+    enc.widths = (32, 64, 128, 256, 512)  # conv stage widths (each stage halves the resolution)
+    enc.features = 768              # head feature size
+    enc.crop = 224                  # head crop resolution
+    enc.margin = 0.4                # box side = head keypoint extent x (1 + margin)
+    enc.min_size = 32.0             # smallest box side, in pixels of the 256 crop
+
+    fusion = model.fusion = ml_collections.ConfigDict()
+    fusion.hidden = 1024
+    fusion.features = 512           # fused feature size
+
+    cls = model.class_head = ml_collections.ConfigDict()
+    cls.hidden = 4096               # AniMer's class-token head widths
+    cls.features = 256
+    return model

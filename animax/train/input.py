@@ -1,0 +1,85 @@
+"""Batch sources of a training config, per process.
+
+Each process reads `batch_size / process_count` examples of every global batch (sharding.py
+assembles the global arrays). The training source is a checkpointable iterator
+(`get_state` / `set_state`); the evaluation set is read afresh, and in the same order, at
+every evaluation, its last batch padded and marked by `valid`.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from animax.smal import SMALModel
+from animax.train.synthetic import SyntheticQuadrupeds
+
+# What the steps read (everything else a dataset yields stays on the host).
+TRAIN_KEYS = ("image", "keypoints_2d", "keypoints_3d", "betas", "pose", "has_betas", "has_pose", "family")
+EVAL_KEYS = ("image", "keypoints_2d", "keypoints_3d", "mask", "valid")
+INLINE = "synthetic_inline"
+# Held-out synthetic examples come from another seed than the training stream.
+_EVAL_SEED_OFFSET = 10_000
+
+
+def per_process(global_size: int) -> int:
+    """This process's share of a global batch."""
+    count = jax.process_count()
+    if global_size % count:
+        raise ValueError(f"global batch {global_size} does not split over {count} processes")
+    return global_size // count
+
+
+def train_source(config, body: SMALModel):
+    """The endless training iterator of this process (yields dicts of numpy arrays)."""
+    local = per_process(config.batch_size)
+    if config.data.name == INLINE:
+        return SyntheticQuadrupeds(body, local, seed=config.seed, shard_index=jax.process_index(),
+                                   shard_count=jax.process_count(), gt_fraction=config.data.gt_fraction)
+    return _dataset_source(config, body, split=config.data.train_split, batch_size=local, train=True)
+
+
+def eval_batches(config, body: SMALModel):
+    """This process's evaluation batches, each with `valid [b]`: 0 marks padding rows."""
+    local = per_process(config.eval_batch_size)
+    if config.data.name == INLINE:
+        if config.data.eval_examples is None:
+            raise ValueError("synthetic_inline needs config.data.eval_examples (its held-out set is generated)")
+        num_batches = -(-config.data.eval_examples // config.eval_batch_size)
+        source = SyntheticQuadrupeds(body, local, seed=config.seed + _EVAL_SEED_OFFSET,
+                                     shard_index=jax.process_index(), shard_count=jax.process_count(),
+                                     num_batches=num_batches)
+    else:
+        source = _dataset_source(config, body, split=config.data.eval_split, batch_size=local, train=False)
+    limit = config.data.eval_examples
+    seen = 0
+    for batch in source:
+        rows = len(batch["image"])
+        # Rows past `eval_examples` (counted globally: batch n covers examples n*B ... on all processes)
+        # and rows padding a short last batch do not count.
+        first = seen + jax.process_index() * local
+        valid = np.ones(rows, np.float32) if limit is None else (first + np.arange(rows) < limit).astype(np.float32)
+        seen += config.eval_batch_size
+        yield _pad({**{k: batch[k] for k in EVAL_KEYS if k != "valid"}, "valid": valid}, local)
+        if limit is not None and seen >= limit:
+            return
+
+
+def _pad(batch: dict, size: int) -> dict:
+    """Pads every array to `size` rows with zeros (valid = 0 there)."""
+    rows = len(batch["valid"])
+    if rows == size:
+        return batch
+    return {k: np.concatenate([v, np.zeros((size - rows, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+
+
+def _dataset_source(config, body, split, batch_size, train):
+    """An animax.data pipeline (TFDS + grain) for one split of `config.data`."""
+    try:
+        from animax import data as data_lib
+    except ImportError as e:
+        raise ValueError(f"config.data.name={config.data.name!r} needs animax.data, which is not available "
+                         f"({e}); use data.name={INLINE!r} for the in-memory synthetic source") from e
+    return data_lib.make_iterator(config.data, split=split, batch_size=batch_size, train=train,
+                                  seed=config.seed, shard_index=jax.process_index(),
+                                  shard_count=jax.process_count(), smal=body)

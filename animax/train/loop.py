@@ -1,0 +1,275 @@
+"""The training run: set-up, the train loop, evaluation, one_step and export modes.
+
+`run(config, workdir, mode)` with mode
+    train     resume from the latest checkpoint in WORKDIR (or start per config.init), train to
+              config.num_train_steps (or only up to `stop_after`, saving there: runs can be cut
+              into slices without changing the schedule), evaluating and checkpointing on the way
+    one_step  one optimizer step on one batch; prints every loss term and the gradient norm
+              of every module; writes nothing
+    eval      held-out PCK@0.1 and PA-MPJPE of the latest checkpoint (or of the initial state)
+    export    WORKDIR/export: the latest weights, LoRA merged, as an animax.load_model directory
+
+Faults. A non-finite loss skips its update (counted); `max_nonfinite_steps` in a row stop
+the run with a message, and no checkpoint is written then, so the last one stays. SIGTERM
+finishes the current step, saves, and exits cleanly. A SIGKILLed run restarts from its last
+complete checkpoint: metrics logged past it are dropped and recomputed identically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from animax.models import build_model
+from animax.smal import load_pose_prior, load_shape_prior, load_smal
+from animax.train import input as input_lib
+from animax.train import optim
+from animax.train import sharding as sharding_lib
+from animax.train import state as state_lib
+from animax.train import step as step_lib
+from animax.train.checkpoint import Checkpointer
+from animax.train.writers import MetricWriter
+
+MODES = ("train", "one_step", "eval", "export")
+EXPORT_DIR = "export"
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive non-finite steps."""
+
+
+def load_priors(loss_config) -> dict:
+    """{"shape": ShapePrior, "pose": PosePrior} for the configured files; a note for each one missing."""
+    priors = {}
+    for name, path, load in (("shape", loss_config.shape_prior_path, load_shape_prior),
+                             ("pose", loss_config.pose_prior_path, load_pose_prior)):
+        if path:
+            priors[name] = load(path)
+        elif loss_config.weights[f"{name}_prior"]:
+            _say(f"note: config.loss.{name}_prior_path is not set; the {name}-prior term is 0")
+    return priors
+
+
+def _say(message: str) -> None:
+    if jax.process_index() == 0:
+        print(message, flush=True)
+
+
+@dataclasses.dataclass
+class Trainer:
+    """Everything a run builds once from its config; modes are methods."""
+    config: object
+    workdir: Path
+    stop_after: int | None = None   # train mode: stop (and save) once this step is reached
+    devices: list | None = None     # the mesh's devices (default: all of every process)
+
+    def __post_init__(self):
+        config = self.config
+        self.workdir = Path(self.workdir)
+        self.mesh = sharding_lib.make_mesh(config.mesh, self.devices)
+        self.body = load_smal(config.smal)
+        self.model = build_model(config, smal=self.body)
+        self.smal = {"model": self.body}
+        abstract_trainable = state_lib.abstract_trainable(self.model, config)
+        self.tx = optim.make_optimizer(config, abstract_trainable)
+        trained = jax.tree.map(lambda label: label != "frozen", optim.leaf_labels(abstract_trainable, config.trainable))
+        self.abstract_state, self.shardings = state_lib.abstract_train_state(self.model, config, self.tx, self.mesh)
+        self.train_step, self.eval_step = step_lib.jit_steps(self.model, config, self.tx, self.mesh, self.shardings,
+                                                             load_priors(config.loss), trained)
+        self.checkpointer = Checkpointer(self.workdir, config)
+
+    # ---- state
+    def restore_or_init(self, source=None):
+        """The latest checkpoint's state (and `source` set to its data position), else the initial state."""
+        step = self.checkpointer.latest_step()
+        if step is None:
+            _say(f"starting from {self.config.init.kind} (no checkpoint in {self.checkpointer.directory})")
+            return state_lib.initial_state(self.model, self.config, self.tx, self.shardings)
+        state, data_state = self.checkpointer.restore(self.abstract_state, self.shardings, step)
+        if source is not None:
+            source.set_state(data_state)
+        _say(f"resumed from step {step} ({self.checkpointer.directory / str(step)})")
+        return state
+
+    def batch(self, local: dict, keys) -> dict:
+        return sharding_lib.global_batch(self.mesh, {k: local[k] for k in keys})
+
+    # ---- evaluation
+    def evaluate(self, state) -> dict:
+        """Held-out metrics: weighted means over the evaluation set (metrics without samples left out)."""
+        totals = {}
+        for local in input_lib.eval_batches(self.config, self.body):
+            sums = jax.device_get(self.eval_step(state, self.batch(local, input_lib.EVAL_KEYS), self.smal))
+            for name, (value, weight) in sums.items():
+                v, w = totals.get(name, (0.0, 0.0))
+                totals[name] = (v + float(value), w + float(weight))
+        return {name: v / w for name, (v, w) in totals.items() if w > 0}
+
+    # ---- modes
+    def train(self) -> int:
+        config = self.config
+        source = input_lib.train_source(config, self.body)
+        state = self.restore_or_init(source)
+        start = int(jax.device_get(state.step))
+        writer = MetricWriter(self.workdir, resume_step=start)
+        stop = _TerminationFlag()
+        window, lagged = [], None
+        bar = tqdm(total=config.num_train_steps, initial=start, disable=jax.process_index() != 0,
+                   dynamic_ncols=True, unit="step")
+        window_start, window_steps = time.perf_counter(), 0
+        try:
+            last = min(config.num_train_steps, self.stop_after or config.num_train_steps)
+            for step in range(start + 1, last + 1):   # `step`: state.step after the update
+                state, metrics = self.train_step(state, self.batch(next(source), input_lib.TRAIN_KEYS), self.smal)
+                # Read the previous step's metrics only now, so this step is already queued.
+                if lagged is not None:
+                    self._check(lagged, window)
+                lagged = (step, metrics)
+                bar.update(1)
+                window_steps += 1
+                if step % config.log_every_steps == 0 or step == last:
+                    self._check(lagged, window)
+                    lagged = None
+                    elapsed = time.perf_counter() - window_start
+                    rates = {"steps_per_s": window_steps / elapsed,
+                             "images_per_s": window_steps * config.batch_size / elapsed}
+                    summary = _mean(window)
+                    writer.write(step, "train", {**summary, **rates})
+                    bar.set_postfix(loss=f"{summary.get('loss', float('nan')):.4g}",
+                                    steps_s=f"{rates['steps_per_s']:.2f}", img_s=f"{rates['images_per_s']:.1f}")
+                    window, window_start, window_steps = [], time.perf_counter(), 0
+                eval_metrics = None
+                if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+                    eval_metrics = self.evaluate(state)
+                    writer.write(step, "eval", eval_metrics)
+                    writer.flush()
+                    bar.write(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
+                if eval_metrics is not None or step % config.checkpoint.every_steps == 0 or step == last:
+                    self.checkpointer.save(state, source.get_state(), eval_metrics)
+                if stop.requested():
+                    self.checkpointer.save(state, source.get_state())
+                    self.checkpointer.wait()
+                    bar.write(f"SIGTERM: saved step {step} to {self.checkpointer.directory}; exiting")
+                    return 0
+            if lagged is not None:
+                self._check(lagged, window)
+        except NonFiniteError as e:
+            self.checkpointer.wait()
+            bar.write(f"error: {e}. Nothing was saved after the last good checkpoint "
+                      f"(step {self.checkpointer.latest_step()}) in {self.checkpointer.directory}.")
+            return 1
+        finally:
+            bar.close()
+            writer.close()
+            stop.restore()
+        self.checkpointer.wait()
+        if config.checkpoint.export and last == config.num_train_steps:
+            self.export(state)
+        return 0
+
+    def _check(self, lagged, window) -> None:
+        """Fetches one step's metrics into the log window; raises after too many non-finite steps."""
+        step, metrics = lagged
+        values = jax.device_get(metrics)
+        if values["skipped"]:
+            _say(f"step {step}: non-finite loss ({values['loss']}); update skipped "
+                 f"({values['nonfinite_streak']} in a row, {values['nonfinite_total']} in all)")
+            if values["nonfinite_streak"] >= self.config.max_nonfinite_steps:
+                raise NonFiniteError(f"{values['nonfinite_streak']} consecutive non-finite steps (up to step {step}); "
+                                     f"max_nonfinite_steps = {self.config.max_nonfinite_steps}")
+        else:
+            window.append(values)
+
+    def one_step(self) -> int:
+        """One optimizer step on one batch, reported term by term."""
+        config = self.config
+        source = input_lib.train_source(config, self.body)
+        state = self.restore_or_init(source)
+        start = time.perf_counter()
+        state, metrics = self.train_step(state, self.batch(next(source), input_lib.TRAIN_KEYS), self.smal)
+        values = jax.device_get(metrics)
+        seconds = time.perf_counter() - start
+        if jax.process_index() == 0:
+            print(f"one step at step {int(jax.device_get(state.step)) - 1}, batch {config.batch_size} "
+                  f"({seconds:.1f} s with compilation)")
+            print(f"{'loss term':<18}{'value':>14}{'weight':>10}{'weighted':>14}")
+            for name in sorted(k.split("/", 1)[1] for k in values if k.startswith("loss/")):
+                print(f"{name:<18}{values['loss/' + name]:>14.6g}{config.loss.weights[name]:>10.4g}"
+                      f"{values['weighted/' + name]:>14.6g}")
+            print(f"{'total':<18}{values['loss']:>14.6g}")
+            print(f"{'gradient norm':<18}{'':>14}")
+            for name in sorted(k for k in values if k.startswith("grad_norm/")):
+                print(f"  {name.split('/', 1)[1]:<16}{values[name]:>14.6g}")
+            print(f"  {'(trained, all)':<16}{values['grad_norm']:>14.6g}")
+            print(f"learning rate {values['learning_rate']:.3g}; update "
+                  f"{'skipped (non-finite)' if values['skipped'] else 'applied'}")
+        return int(values["skipped"])
+
+    def eval(self) -> int:
+        state = self.restore_or_init()
+        step = int(jax.device_get(state.step))
+        metrics = self.evaluate(state)
+        _say(f"eval at step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        return 0
+
+    def export(self, state=None) -> int:
+        """WORKDIR/export: merged weights + config.json (animax.load_model reads it)."""
+        from animax.checkpoint import save_model  # the model-checkpoint format lives there
+
+        if jax.process_count() > 1:
+            _say("export: skipped in a multi-process run; run `train.py --mode=export` as one process")
+            return 0
+        state = self.restore_or_init() if state is None else state
+        variables = jax.device_get({"params": state_lib.merged_params(state, self.config),
+                                    "batch_stats": state.batch_stats})
+        step = int(jax.device_get(state.step))
+        save_model(self.workdir / EXPORT_DIR, self.config, variables,
+                   {"source": "animax train", "step": step, "trainable": self.config.trainable})
+        print(f"exported the weights of step {step} to {self.workdir / EXPORT_DIR}")
+        return 0
+
+
+class _TerminationFlag:
+    """Turns SIGTERM into a flag the loop polls between steps (all processes agree on it)."""
+
+    def __init__(self):
+        self._raised = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self._raised = True
+
+    def requested(self) -> bool:
+        if jax.process_count() == 1:
+            return self._raised
+        return bool(np.any(multihost_utils.process_allgather(np.int32(self._raised))))
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _mean(records: list[dict]) -> dict:
+    """Per-key mean of a window of per-step scalars (the counters: their latest value)."""
+    if not records:
+        return {}
+    latest = ("nonfinite_total", "nonfinite_streak")
+    return {k: (float(records[-1][k]) if k in latest else float(np.mean([r[k] for r in records])))
+            for k in records[0] if k != "skipped"}
+
+
+def run(config, workdir, mode: str = "train", stop_after: int | None = None) -> int:
+    """Runs one mode (see the module docstring); returns the process exit status."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    trainer = Trainer(config, workdir, stop_after)
+    try:
+        return getattr(trainer, mode)()
+    finally:
+        trainer.checkpointer.close()

@@ -1,0 +1,141 @@
+"""Training losses: AniMer's (stage 2) and the seed pipeline's, every term reported.
+
+`total_loss(outputs, batch, weights, priors)` returns `(loss, terms)`: `terms` maps each
+term's name to its unweighted value and `loss = sum(weights[name] * terms[name])`.
+
+AniMer's terms (amr/models/losses.py, amr/models/amr.py `compute_loss`), B = batch size:
+    keypoints_3d   sum over samples and keypoints of conf * |pred - gt|_1, both centred on
+                   keypoint 0 first (AniMer's `pelvis_id=0`)
+    keypoints_2d   sum of conf * |pred - gt|_1 over samples and keypoints (crop-normalised)
+    global_orient  sum over samples with pose GT of ||R0_pred - R0_gt||^2 (rotation matrices)
+    pose           the same over joints 1..34
+    betas          sum over samples with shape GT of ||betas_pred - betas_gt||^2
+    shape_prior    mean over samples WITHOUT shape GT of the family shape prior
+    pose_prior     mean over samples WITHOUT pose GT of the pose prior. AniMer adds half of it
+                   to the global-orient term and half to the pose term, so its weight is
+                   (w_global_orient + w_pose) / 2 = 0.001
+    supcon         supervised contrastive loss on the class-token head's features, labels =
+                   animal family (AniMer feeds the same features as both views, unnormalised)
+The seed pipeline's terms:
+    betas_l2        mean over samples of ||betas_pred||^2 (pulls the shape to the template)
+    pose_smoothness mean over samples of sum_j ||R_j - R_parent(j)||_F^2 over body joints whose
+                    parent is a body joint: a first-order difference of the local rotations
+                    along the kinematic chain (tails and spines bend evenly)
+    fused_l2        mean over samples of ||fused_features||^2 (keeps the descriptor bounded)
+
+Losses run in float32 whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from animax.geometry import axis_angle_to_rotmat
+from animax.smal import PARENTS, pose_prior, shape_prior
+
+TERMS = ("keypoints_3d", "keypoints_2d", "global_orient", "pose", "betas", "shape_prior", "pose_prior",
+         "supcon", "betas_l2", "pose_smoothness", "fused_l2")
+
+
+def keypoints_3d_loss(pred, gt):
+    """pred [B,K,3], gt [B,K,4] (xyz + confidence) -> scalar. Root-relative (keypoint 0), summed."""
+    pred = pred - pred[:, :1]
+    xyz, conf = gt[..., :3] - gt[:, :1, :3], gt[..., 3:]
+    return jnp.sum(conf * jnp.abs(pred - xyz))
+
+
+def keypoints_2d_loss(pred, gt):
+    """pred [B,K,2], gt [B,K,3] (xy + confidence) -> scalar, summed."""
+    return jnp.sum(gt[..., 2:] * jnp.abs(pred - gt[..., :2]))
+
+
+def masked_squared_error(pred, gt, has):
+    """sum over samples with has = 1 of ||pred - gt||^2. pred, gt [B, ...], has [B]."""
+    sq = jnp.sum(jnp.square(pred - gt).reshape(pred.shape[0], -1), axis=-1)
+    return jnp.sum(has * sq)
+
+
+def masked_mean(values, weights):
+    """sum(w * v) / sum(w), and 0 when no weight: AniMer's prior over the samples it applies to."""
+    return jnp.sum(weights * values) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def supcon_loss(features, labels, temperature=0.1, base_temperature=0.07):
+    """AniMer's supervised contrastive loss with two identical views ('all' anchors).
+
+    features [B, D], labels [B] int -> scalar. Each of the 2B anchors contrasts against the
+    other 2B - 1 entries; positives are those with its label (its own copy included).
+    """
+    feats = jnp.concatenate([features, features], axis=0).astype(jnp.float32)
+    lab = jnp.concatenate([labels, labels], axis=0)
+    n = feats.shape[0]
+    logits = feats @ feats.T / temperature
+    # Max-subtraction (constant per row) does not change the result; it keeps exp finite.
+    logits = logits - jnp.max(logits, axis=1, keepdims=True)
+    not_self = 1.0 - jnp.eye(n, dtype=logits.dtype)
+    # Unknown families (label -1) are nobody's positives.
+    positives = ((lab[:, None] == lab[None, :]) & (lab[:, None] >= 0)).astype(logits.dtype) * not_self
+    log_prob = logits - jnp.log(jnp.sum(jnp.exp(logits) * not_self, axis=1, keepdims=True))
+    mean_log_prob_pos = jnp.sum(positives * log_prob, axis=1) / jnp.maximum(jnp.sum(positives, axis=1), 1.0)
+    return -(temperature / base_temperature) * jnp.mean(mean_log_prob_pos)
+
+
+# Pairs (joint, parent) of body joints: the root (global orientation) is excluded on both ends.
+_CHAIN = np.array([(j, p) for j, p in enumerate(PARENTS) if p > 0])
+
+
+def pose_smoothness(pose):
+    """pose [B,J,3,3] local rotations -> scalar: mean_b sum_j ||R_j - R_parent(j)||_F^2."""
+    diff = pose[:, _CHAIN[:, 0]] - pose[:, _CHAIN[:, 1]]
+    return jnp.mean(jnp.sum(jnp.square(diff), axis=(1, 2, 3)))
+
+
+def gt_rotations(pose):
+    """Ground-truth pose as rotation matrices: [B,J,3,3] as is, axis-angle [B,J,3] or [B,3J] converted."""
+    if pose.shape[-2:] == (3, 3):
+        return pose
+    return axis_angle_to_rotmat(pose.reshape(pose.shape[0], -1, 3))
+
+
+def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07)):
+    """Every unweighted term (see the module docstring) of one batch.
+
+    outputs: the pipeline's `apply(..., train=True)` dict. batch: `keypoints_2d [B,K,3]`,
+    `keypoints_3d [B,K,4]`, `betas [B,NB]`, `pose [B,J,3,3]` (or axis-angle), `has_betas [B]`,
+    `has_pose [B]`, `family [B]` (-1 = unknown). priors: {"shape": ShapePrior, "pose": PosePrior}, either may be
+    missing (the term is then 0). supcon: (temperature, base temperature).
+    """
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    pose, gt_pose = f32(outputs["pose"]), f32(gt_rotations(batch["pose"]))
+    betas = f32(outputs["betas"])
+    has_pose, has_betas = f32(batch["has_pose"]), f32(batch["has_betas"])
+    priors = priors or {}
+    zero = jnp.zeros((), jnp.float32)
+    nb = min(betas.shape[-1], batch["betas"].shape[-1])
+    return {
+        "keypoints_3d": keypoints_3d_loss(f32(outputs["keypoints_3d"]), f32(batch["keypoints_3d"])),
+        "keypoints_2d": keypoints_2d_loss(f32(outputs["keypoints_2d"]), f32(batch["keypoints_2d"])),
+        "global_orient": masked_squared_error(pose[:, 0], gt_pose[:, 0], has_pose),
+        "pose": masked_squared_error(pose[:, 1:], gt_pose[:, 1:], has_pose),
+        "betas": masked_squared_error(betas[:, :nb], f32(batch["betas"])[:, :nb], has_betas),
+        # The family prior needs a known family (-1 = unknown).
+        "shape_prior": (masked_mean(shape_prior(priors["shape"], betas, jnp.maximum(batch["family"], 0)),
+                                    (1.0 - has_betas) * (batch["family"] >= 0))
+                        if "shape" in priors else zero),
+        "pose_prior": (masked_mean(pose_prior(priors["pose"], pose), 1.0 - has_pose)
+                       if "pose" in priors else zero),
+        "supcon": supcon_loss(f32(outputs["class_features"]), batch["family"], *supcon),
+        "betas_l2": jnp.mean(jnp.sum(jnp.square(betas), axis=-1)),
+        "pose_smoothness": pose_smoothness(pose),
+        "fused_l2": jnp.mean(jnp.sum(jnp.square(f32(outputs["fused_features"])), axis=-1)),
+    }
+
+
+def total_loss(outputs, batch, loss_config, priors=None):
+    """(weighted sum, unweighted terms). loss_config: `config.loss` (weights.<term>, supcon_*)."""
+    terms = loss_terms(outputs, batch, priors,
+                       supcon=(loss_config.supcon_temperature, loss_config.supcon_base_temperature))
+    # Terms weighted 0 stay out of the sum, so they cost no gradient and cannot poison it.
+    total = sum(loss_config.weights[name] * value for name, value in terms.items() if loss_config.weights[name])
+    return total, terms

@@ -1,0 +1,74 @@
+"""Validation metrics with AniMer's definitions (amr/utils/evaluate_metric.py).
+
+PCK@t (2D): keypoints in crop pixels ((p + 0.5) * 256); a keypoint hits when its distance
+to the ground truth, divided by sqrt(mask area in pixels), is below t. Per sample, the
+confidence-weighted hit count over the total confidence; averaged over samples.
+PA-MPJPE (3D): both keypoint sets centred on keypoint 7 (AniMer's `pelvis_ind`, the tail
+base), the prediction aligned to the ground truth by the best similarity transform
+(Procrustes with scale), then the mean per-keypoint Euclidean error x 1000 (mm for metres).
+
+Both functions return per-sample values and a per-sample weight (1 where the sample counts:
+it has visible 2D keypoints / 3D ground truth), so evaluation sums values over batches and
+divides by the summed weight; padded samples get weight 0 through `valid`.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+CROP_PIXELS = 256
+PA_MPJPE_ROOT = 7
+
+
+def pck(pred_2d, gt_2d, mask, valid, threshold=0.1):
+    """pred_2d [B,K,2], gt_2d [B,K,3] crop-normalised + confidence, mask [B,H,W], valid [B].
+
+    Returns (pck [B], weight [B]).
+    """
+    conf = gt_2d[..., 2]
+    dist = jnp.linalg.norm((pred_2d - gt_2d[..., :2]) * CROP_PIXELS, axis=-1)
+    area = jnp.sum(mask.reshape(mask.shape[0], -1).astype(jnp.float32), axis=-1)
+    hits = (dist / jnp.sqrt(jnp.maximum(area, 1.0))[:, None] < threshold).astype(jnp.float32)
+    visible = jnp.sum(conf, axis=-1)
+    weight = valid * (visible > 0)
+    return jnp.sum(hits * conf, axis=-1) / jnp.maximum(visible, 1e-9), weight
+
+
+def similarity_align(source, target):
+    """The similarity transform of source [B,N,3] closest to target [B,N,3], applied to source.
+
+    Orthogonal Procrustes with scale (Umeyama): R from the SVD of the cross-covariance with the
+    reflection fixed, s = trace(R K) / |X1|^2, t = mu2 - s R mu1.
+    """
+    mu1, mu2 = source.mean(axis=1, keepdims=True), target.mean(axis=1, keepdims=True)
+    x1, x2 = source - mu1, target - mu2
+    k = jnp.einsum("bni,bnj->bij", x1, x2)          # [B,3,3] = X1^T X2
+    u, _, vh = jnp.linalg.svd(k)
+    v = jnp.swapaxes(vh, -1, -2)
+    ut = jnp.swapaxes(u, -1, -2)
+    sign = jnp.sign(jnp.linalg.det(v @ ut))
+    z = jnp.ones((source.shape[0], 3), source.dtype).at[:, 2].set(sign)
+    r = v @ (z[:, :, None] * ut)                    # maps centred source onto centred target
+    scale = jnp.trace(r @ k, axis1=-2, axis2=-1) / jnp.maximum(jnp.sum(x1 * x1, axis=(1, 2)), 1e-12)
+    return scale[:, None, None] * jnp.einsum("bij,bnj->bni", r, x1) + mu2
+
+
+def pa_mpjpe(pred_3d, gt_3d, valid):
+    """pred_3d [B,K,3], gt_3d [B,K,4] (xyz + confidence), valid [B] -> (pa_mpjpe [B], weight [B]).
+
+    A sample counts when any of its 3D keypoints has confidence (it has 3D ground truth);
+    all keypoints enter unweighted, as in AniMer.
+    """
+    pred = pred_3d - pred_3d[:, PA_MPJPE_ROOT:PA_MPJPE_ROOT + 1]
+    gt = gt_3d[..., :3] - gt_3d[:, PA_MPJPE_ROOT:PA_MPJPE_ROOT + 1, :3]
+    aligned = similarity_align(pred, gt)
+    error = jnp.linalg.norm(aligned - gt, axis=-1).mean(axis=-1) * 1000.0
+    return error, valid * (jnp.sum(gt_3d[..., 3], axis=-1) > 0)
+
+
+def eval_metrics(outputs, batch, valid):
+    """Per-sample {name: (value [B], weight [B])} of one evaluation batch."""
+    return {
+        "pck@0.1": pck(outputs["keypoints_2d"], batch["keypoints_2d"], batch["mask"], valid, 0.1),
+        "pa_mpjpe": pa_mpjpe(outputs["keypoints_3d"], batch["keypoints_3d"], valid),
+    }

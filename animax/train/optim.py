@@ -1,0 +1,54 @@
+"""The optimizer: AdamW with linear warm-up and cosine decay, clipping, and trainable sets.
+
+The optimizer sees the trainable tree `{"params": <model params>, "lora": <LoRA factors>}`.
+Each leaf is labelled by `leaf_labels`:
+    "decay"     trained, with weight decay: Dense and Conv kernels
+    "no_decay"  trained, without: biases, norm scales, position embeddings, the class token,
+                LoRA factors
+    "frozen"    not trained (`optax.set_to_zero`: no optimizer state, and XLA drops the work
+                that only served its gradient): the backbone under "frozen_backbone" and
+                "lora" (LoRA then trains the adapters and every module after the backbone)
+Clipping acts on the global norm of the trained gradients only.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+TRAINABLE_SETS = ("full", "frozen_backbone", "lora")
+
+
+def learning_rate_schedule(config):
+    """0 -> peak over `warmup_steps`, then cosine to `peak * end_lr_factor` at `num_train_steps`."""
+    opt = config.optim
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=opt.learning_rate, warmup_steps=opt.warmup_steps,
+        decay_steps=max(config.num_train_steps, opt.warmup_steps + 1),
+        end_value=opt.learning_rate * opt.end_lr_factor)
+
+
+def leaf_labels(trainable, trainable_set):
+    """A tree like `trainable` of "decay" / "no_decay" / "frozen" (see the module docstring)."""
+    if trainable_set not in TRAINABLE_SETS:
+        raise ValueError(f"config.trainable must be one of {TRAINABLE_SETS}, got {trainable_set!r}")
+    frozen_backbone = trainable_set in ("frozen_backbone", "lora")
+
+    def label(path, _):
+        keys = [entry.key for entry in path]
+        if keys[0] == "params" and keys[1] == "backbone" and frozen_backbone:
+            return "frozen"
+        return "decay" if keys[0] == "params" and keys[-1] == "kernel" else "no_decay"
+
+    return jax.tree_util.tree_map_with_path(label, trainable)
+
+
+def make_optimizer(config, trainable):
+    """optax transformation for the trainable tree of `config` (config.optim, config.trainable)."""
+    opt = config.optim
+    labels = leaf_labels(trainable, config.trainable)
+    adamw = optax.adamw(learning_rate_schedule(config), b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                        weight_decay=opt.weight_decay, mask=jax.tree.map(lambda l: l == "decay", labels))
+    clip = optax.clip_by_global_norm(opt.grad_clip_norm) if opt.grad_clip_norm else optax.identity()
+    return optax.multi_transform({"trained": optax.chain(clip, adamw), "frozen": optax.set_to_zero()},
+                                 jax.tree.map(lambda l: "frozen" if l == "frozen" else "trained", labels))

@@ -1,0 +1,83 @@
+"""Device mesh, shardings, multi-host start-up, and global batches from per-process data.
+
+The mesh has two axes, `data` and `fsdp`, sized by `config.mesh` (data = -1: all the devices
+fsdp leaves). FSDP is data parallelism whose parameters are split too, so the batch axis is
+sharded over both axes (every device sees its own examples); parameters and optimizer state
+are either replicated (fsdp = 1) or split over `fsdp` along their largest axis that the
+fsdp size divides (leaves with no such axis stay replicated; XLA gathers them per use).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
+    """`jax.distributed.initialize` when more than one process is asked for.
+
+    Each argument falls back to the environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+    JAX_PROCESS_ID). With no coordinator at all this is a single-process run and nothing
+    happens. Call before anything touches the devices.
+    """
+    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "1"))
+    process_id = process_id if process_id is not None else int(os.environ.get("JAX_PROCESS_ID", "0"))
+    if not coordinator_address or num_processes == 1:
+        return
+    jax.distributed.initialize(coordinator_address, num_processes=num_processes, process_id=process_id)
+
+
+def make_mesh(mesh_config, devices=None) -> Mesh:
+    """A ('data', 'fsdp') mesh over `devices` (default: all devices of all processes)."""
+    devices = jax.devices() if devices is None else list(devices)
+    fsdp = mesh_config.fsdp
+    data = mesh_config.data if mesh_config.data > 0 else len(devices) // fsdp
+    if data * fsdp != len(devices):
+        raise ValueError(f"mesh data={mesh_config.data} x fsdp={fsdp} does not cover the {len(devices)} devices")
+    if len(devices) == len(jax.devices()):
+        grid = mesh_utils.create_device_mesh((data, fsdp), devices, allow_split_physical_axes=True)
+    else:
+        grid = np.asarray(devices).reshape(data, fsdp)
+    return Mesh(grid, ("data", "fsdp"))
+
+
+def fsdp_spec(shape, fsdp_size: int) -> P:
+    """PartitionSpec splitting the largest axis that `fsdp_size` divides; replicated if none."""
+    if fsdp_size == 1:
+        return P()
+    candidates = [(size, axis) for axis, size in enumerate(shape) if size % fsdp_size == 0]
+    if not candidates:
+        return P()
+    _, axis = max(candidates)
+    return P(*([None] * axis), "fsdp")
+
+
+def state_shardings(mesh: Mesh, abstract_tree):
+    """NamedShardings for a tree of arrays or ShapeDtypeStructs (parameters, optimizer state)."""
+    fsdp_size = mesh.shape["fsdp"]
+    return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(np.shape(x), fsdp_size)), abstract_tree)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis over data x fsdp, the rest replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def global_batch(mesh: Mesh, local_batch: dict) -> dict:
+    """Global arrays from this process's slice of the batch (numpy, equal-sized on every process).
+
+    Process p's rows land on p's devices; on one process this is a sharded `device_put`.
+    """
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}

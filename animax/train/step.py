@@ -1,0 +1,118 @@
+"""The train step and the evaluation step, jitted with explicit shardings.
+
+`train_step(state, batch, smal) -> (state, metrics)`: one optimizer step on a global batch.
+The batch is split into `config.grad_accum_steps` micro-batches (rows i, i + k, i + 2k, ...
+form micro-batch i, which keeps each one sharded like the batch) whose gradients are
+averaged; a single micro-batch is the plain step. A non-finite loss or gradient norm leaves
+parameters, optimizer state and batch statistics as they were and counts the skip.
+
+`eval_step(state, batch, smal) -> sums`: per-metric (sum of values, sum of weights) of one
+evaluation batch (`batch["valid"]` marks padding), for the host to accumulate.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from animax.train import lora as lora_lib
+from animax.train import losses as losses_lib
+from animax.train import metrics as metrics_lib
+from animax.train import optim
+from animax.train import sharding as sharding_lib
+from animax.train.state import TrainState, lora_scale, merged_params
+
+
+def _apply(model, params, batch_stats, smal, images, **kw):
+    return model.apply({"params": params, "batch_stats": batch_stats, "smal": smal}, images, **kw)
+
+
+def _micro_batches(batch, count: int):
+    """[B, ...] -> [count, B / count, ...]; micro-batch i holds rows i, i + count, ..."""
+    def split(x):
+        if x.shape[0] % count:
+            raise ValueError(f"batch of {x.shape[0]} does not split into {count} micro-batches")
+        return jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1)
+    return jax.tree.map(split, batch)
+
+
+def _module_norms(grads, trained):
+    """Gradient norm of every top-level module (and of the LoRA factors) that is trained."""
+    norms = {f"grad_norm/{name}": optax.tree.norm(tree)
+             for name, tree in grads["params"].items() if any(jax.tree.leaves(trained["params"][name]))}
+    if grads["lora"]:
+        norms["grad_norm/lora"] = optax.tree.norm(grads["lora"])
+    return norms
+
+
+def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, trained):
+    """See the module docstring. trained: a static bool tree like `state.trainable`."""
+    scale = lora_scale(config) if state.lora else 0.0
+
+    def loss_fn(trainable, batch_stats, micro, rng):
+        params = lora_lib.merge(trainable["params"], trainable["lora"], scale)
+        outputs, updated = _apply(model, params, batch_stats, smal, micro["image"], train=True,
+                                  rngs={"dropout": rng}, mutable=["batch_stats"])
+        loss, terms = losses_lib.total_loss(outputs, micro, config.loss, priors)
+        return loss, (terms, updated["batch_stats"])
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    rng = jax.random.fold_in(state.rng, state.step)
+    trainable = state.trainable
+    micro_batches = _micro_batches(batch, config.grad_accum_steps)
+
+    def accumulate(carry, inputs):
+        grads_sum, batch_stats = carry
+        micro, index = inputs
+        (loss, (terms, batch_stats)), grads = grad_fn(trainable, batch_stats, micro, jax.random.fold_in(rng, index))
+        return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats), (loss, terms)
+
+    zeros = jax.tree.map(jnp.zeros_like, trainable)
+    (grads, batch_stats), (loss, terms) = jax.lax.scan(
+        accumulate, (zeros, state.batch_stats), (micro_batches, jnp.arange(config.grad_accum_steps)))
+    grads = jax.tree.map(lambda g: g / config.grad_accum_steps, grads)
+    loss, terms = jnp.mean(loss), jax.tree.map(jnp.mean, terms)
+
+    trained_grads = jax.tree.map(lambda g, t: g if t else jnp.zeros((), g.dtype), grads, trained)
+    grad_norm = optax.tree.norm(trained_grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    new_trainable = optax.apply_updates(trainable, updates)
+    keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_trainable = keep_if_finite(new_trainable, trainable)
+    streak = jnp.where(finite, 0, state.nonfinite_streak + 1)
+    new_state = state.replace(
+        step=state.step + 1, params=new_trainable["params"], lora=new_trainable["lora"],
+        batch_stats=keep_if_finite(batch_stats, state.batch_stats),
+        opt_state=keep_if_finite(opt_state, state.opt_state),
+        nonfinite_streak=streak, nonfinite_total=state.nonfinite_total + (1 - finite.astype(jnp.int32)))
+    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": optim.learning_rate_schedule(config)(state.step),
+               "skipped": 1 - finite.astype(jnp.int32), "nonfinite_streak": streak,
+               "nonfinite_total": new_state.nonfinite_total,
+               **{f"loss/{k}": v for k, v in terms.items()},
+               **{f"weighted/{k}": config.loss.weights[k] * v for k, v in terms.items()},
+               **_module_norms(grads, trained)}
+    return new_state, metrics
+
+
+def eval_step(state: TrainState, batch, smal, *, model, config):
+    """See the module docstring."""
+    outputs = _apply(model, merged_params(state, config), state.batch_stats, smal, batch["image"], train=False)
+    sums = {}
+    for name, (values, weights) in metrics_lib.eval_metrics(outputs, batch, batch["valid"]).items():
+        sums[name] = (jnp.sum(jnp.where(weights > 0, values * weights, 0.0)), jnp.sum(weights))
+    return sums
+
+
+def jit_steps(model, config, tx, mesh, shardings, priors, trained):
+    """(train_step, eval_step) jitted with explicit in/out shardings; the state is donated."""
+    rep = sharding_lib.replicated(mesh)
+    batch = sharding_lib.batch_sharding(mesh)
+    train = jax.jit(functools.partial(train_step, model=model, tx=tx, config=config, priors=priors, trained=trained),
+                    in_shardings=(shardings, batch, rep), out_shardings=(shardings, rep), donate_argnums=0)
+    evaluate = jax.jit(functools.partial(eval_step, model=model, config=config),
+                       in_shardings=(shardings, batch, rep), out_shardings=rep)
+    return train, evaluate

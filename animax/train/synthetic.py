@@ -1,0 +1,136 @@
+"""An in-memory synthetic training source: the body model posed at random, drawn as a
+coloured silhouette. For tests, benchmarks and laptop runs; no files, no downloads.
+
+Every example is a pure function of (seed, example index): its parameters come from
+`np.random.default_rng([seed, index])`. The stream is a sequence of batches; batch n of
+shard s (of S) holds examples (n * S + s) * B ... (n * S + s + 1) * B - 1, so S processes
+together read each global batch once. The iterator state is the next batch number.
+
+Batches have the training keys (numpy):
+    image [B,256,256,3] ImageNet-normalised; keypoints_2d [B,K,3] crop-normalised xy + visibility;
+    keypoints_3d [B,K,4] camera-frame xyz + 1; betas [B,NB]; pose [B,J,3,3]; has_betas [B];
+    has_pose [B]; family [B] int32; mask [B,256,256] float32.
+
+The picture: vertices projected with the example's camera and splatted as discs, nearest on
+top, each coloured by its rest-pose position (x, y, z -> R, G, B), so left and right, front
+and back are told apart by colour, on a grey background with noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from animax.geometry import CROP_SIZE, FOCAL_LENGTH
+from animax.smal import SMALModel, smal_forward
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+NUM_FAMILIES = 5
+_SPLAT_RADIUS = 2
+# The stand-in's +x (forward) -> image right, +z (up) -> image up, +y (left) -> away from the camera.
+_SIDE_VIEW = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+
+def _rotation(axis_angle):
+    """Rodrigues in numpy. [3] -> [3, 3]."""
+    angle = np.linalg.norm(axis_angle)
+    if angle < 1e-12:
+        return np.eye(3)
+    k = axis_angle / angle
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
+
+
+class SyntheticQuadrupeds:
+    """Batches of synthetic examples; see the module docstring. Checkpointable iterator."""
+
+    def __init__(self, body: SMALModel, batch_size: int, seed: int = 0, shard_index: int = 0,
+                 shard_count: int = 1, gt_fraction: float = 1.0, num_batches: int | None = None):
+        """num_batches: stop after that many batches (a finite evaluation set); None = endless."""
+        self.body = body
+        self.batch_size, self.seed = batch_size, seed
+        self.shard_index, self.shard_count = shard_index, shard_count
+        self.gt_fraction = gt_fraction
+        self.num_batches = num_batches
+        self._next_batch = 0
+        family_rng = np.random.default_rng([seed, 2**31 - 1])
+        self._family_betas = np.zeros((NUM_FAMILIES, body.num_betas))
+        self._family_betas[:, :10] = family_rng.normal(0.0, 0.8, (NUM_FAMILIES, 10))
+        template = np.asarray(body.v_template)
+        lo, hi = template.min(0), template.max(0)
+        self._colours = ((template - lo) / (hi - lo) * 0.8 + 0.1).astype(np.float32)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.num_batches is not None and self._next_batch >= self.num_batches:
+            raise StopIteration
+        first = (self._next_batch * self.shard_count + self.shard_index) * self.batch_size
+        self._next_batch += 1
+        return self.examples(range(first, first + self.batch_size))
+
+    def get_state(self) -> dict:
+        return {"next_batch": self._next_batch}
+
+    def set_state(self, state: dict) -> None:
+        self._next_batch = int(state["next_batch"])
+
+    def _parameters(self, index):
+        """(family, betas [NB], pose [J,3,3], cam [3], has_gt) of one example."""
+        rng = np.random.default_rng([self.seed, index])
+        family = int(rng.integers(NUM_FAMILIES))
+        betas = self._family_betas[family] + rng.normal(0.0, 0.3, self.body.num_betas) * (
+            np.arange(self.body.num_betas) < 10)
+        yaw = rng.uniform(-0.8, 0.8) + np.pi * rng.integers(2)
+        tilt = rng.normal(0.0, 0.1, 3) * np.array([1.0, 1.0, 0.0])
+        rotations = [_SIDE_VIEW @ _rotation(np.array([0.0, 0.0, yaw])) @ _rotation(tilt)]
+        rotations += [_rotation(rng.normal(0.0, 0.2, 3)) for _ in range(self.body.num_joints - 1)]
+        cam = np.array([rng.uniform(0.75, 1.0), *rng.uniform(-0.05, 0.05, 2)])
+        return family, betas, np.stack(rotations), cam, rng.random() < self.gt_fraction
+
+    def examples(self, indices) -> dict:
+        """The batch of the given example indices."""
+        params = [self._parameters(i) for i in indices]
+        family = np.array([p[0] for p in params], np.int32)
+        betas = np.stack([p[1] for p in params]).astype(np.float32)
+        pose = np.stack([p[2] for p in params]).astype(np.float32)
+        cam = np.stack([p[3] for p in params])
+        has_gt = np.array([p[4] for p in params], np.float32)
+        body = smal_forward(self.body, betas, pose)
+        vertices, keypoints = np.asarray(body["vertices"]), np.asarray(body["keypoints_3d"])
+        tz = 2.0 * FOCAL_LENGTH / (CROP_SIZE * cam[:, 0])
+        translation = np.stack([cam[:, 1], cam[:, 2], tz], axis=-1)[:, None]
+        project = lambda x: FOCAL_LENGTH / CROP_SIZE * (x + translation)[..., :2] / (x + translation)[..., 2:]
+        kp_2d = project(keypoints)
+        visible = np.all(np.abs(kp_2d) < 0.5, axis=-1, keepdims=True).astype(np.float32)
+        images, masks = zip(*(self._draw(points, v[:, 2], i)
+                              for points, v, i in zip(project(vertices), vertices, indices)))
+        ones = np.ones(keypoints.shape[:-1] + (1,), np.float32)
+        return {
+            "image": np.stack(images), "mask": np.stack(masks),
+            "keypoints_2d": np.concatenate([kp_2d, visible], -1).astype(np.float32),
+            "keypoints_3d": np.concatenate([keypoints, ones], -1).astype(np.float32),
+            "betas": betas, "pose": pose, "has_betas": has_gt, "has_pose": has_gt, "family": family,
+        }
+
+    def _draw(self, points_2d, depth, index):
+        """Normalised image [S,S,3] and mask [S,S] of one posed body (points [V,2] crop-normalised)."""
+        size = CROP_SIZE
+        rng = np.random.default_rng([self.seed, index, 1])
+        image = np.full((size, size, 3), rng.uniform(0.3, 0.7), np.float32)
+        image += rng.normal(0.0, 0.05, image.shape).astype(np.float32)
+        mask = np.zeros((size, size), np.float32)
+        centre = np.round((points_2d + 0.5) * size - 0.5).astype(np.int64)
+        r = _SPLAT_RADIUS
+        offsets = np.array([(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy * dy + dx * dx <= r * r])
+        pix = (centre[:, None, :] + offsets[None, :, ::-1]).reshape(-1, 2)   # (x, y)
+        colours = np.repeat(self._colours, len(offsets), axis=0)
+        z = np.repeat(depth, len(offsets))
+        inside = np.all((pix >= 0) & (pix < size), axis=-1)
+        # Far first: the nearest surface is written last and stays on top.
+        order = np.argsort(-z[inside], kind="stable")
+        pix, colours = pix[inside][order], colours[inside][order]
+        image[pix[:, 1], pix[:, 0]] = colours
+        mask[pix[:, 1], pix[:, 0]] = 1.0
+        return (image - IMAGENET_MEAN) / IMAGENET_STD, mask

@@ -1,0 +1,96 @@
+"""AniMer stage-2 training on Animal3D (+ CtrlAni3D): the reference for every training knob.
+
+    python train.py --config configs/animal3d.py --workdir runs/animal3d [--config.key=value ...]
+
+The other training configs (synthetic_tiny.py, horse10_finetune.py) start from this one and
+change a few fields. Model knobs: animax/models/config.py (via configs/animer_vith.py).
+"""
+
+import ml_collections
+
+from configs import animer_vith
+
+
+def get_config():
+    config = animer_vith.get_config()   # config.model (ViT-H/16 AniMer + seed heads), config.smal
+    config.name = "animal3d"
+    config.seed = 0                     # parameter init, LoRA init, drop-path and data order
+
+    # ---- data (animax/data; "synthetic_inline" = the in-memory source of animax/train/synthetic.py)
+    data = config.data = ml_collections.ConfigDict()
+    data.name = "animal3d"              # dataset: "animal3d", "horse10", "synthetic_quadruped", "synthetic_inline"
+    data.root = None                    # dataset directory (the TFDS data_dir / raw files); None = dataset default
+    data.train_split = "train"
+    data.eval_split = "test"            # held-out split for PCK / PA-MPJPE
+    data.eval_examples = 512            # evaluate on the first N held-out examples (None: the whole split)
+    data.augment = True                 # AniMer's augmentation (scale 0.3, rot 30 deg @0.6, trans 0.02 @0.5, colour 0.2)
+    data.gt_fraction = 1.0              # synthetic_inline only: share of examples with SMAL parameter GT
+    data.worker_count = 4               # grain worker processes per host (0 = in-process)
+
+    config.batch_size = 16              # global batch per optimizer step, all processes together (AniMer: 16)
+    config.grad_accum_steps = 1         # micro-batches per step (batch_size / k each); gradients are averaged
+    config.eval_batch_size = 32         # global evaluation batch
+
+    # ---- schedule
+    config.num_train_steps = 200_000
+    config.log_every_steps = 50         # train metrics to JSONL / TensorBoard / progress bar
+    config.eval_every_steps = 1000      # held-out PCK@0.1 and PA-MPJPE; a checkpoint with metrics follows
+    config.max_nonfinite_steps = 20     # stop after this many consecutive non-finite steps (each is skipped)
+
+    # ---- checkpoints (WORKDIR/checkpoints; a run resumes from the latest automatically)
+    ckpt = config.checkpoint = ml_collections.ConfigDict()
+    ckpt.every_steps = 1000             # periodic checkpoint (besides those after evaluations)
+    ckpt.keep_best = 1                  # best k by `best_metric` kept beside the latest (AniMer: top 1)
+    ckpt.best_metric = "pck@0.1"        # an evaluation metric: "pck@0.1" or "pa_mpjpe"
+    ckpt.best_mode = "max"              # "max" for PCK, "min" for PA-MPJPE
+    ckpt.async_save = True              # write in the background while training goes on
+    ckpt.export = True                  # at the end, WORKDIR/export: merged (LoRA) weights for animax.load_model
+
+    # ---- initialisation
+    init = config.init = ml_collections.ConfigDict()
+    init.kind = "animer"                # "scratch", "backbone" (converted ViTPose backbone.pth) or "animer"
+    init.path = None                    # converted checkpoint directory (convert_weights.py output)
+
+    # ---- what trains
+    config.trainable = "full"           # "full", "frozen_backbone", or "lora" (adapters on ViT qkv/proj + heads)
+    lora = config.lora = ml_collections.ConfigDict()
+    lora.rank = 8                       # adapter rank r
+    lora.alpha = 16.0                   # the update is (alpha / r) * A @ B
+
+    # ---- optimizer: AdamW, linear warm-up then cosine decay, global-norm clipping
+    optim = config.optim = ml_collections.ConfigDict()
+    optim.learning_rate = 1.25e-6       # peak learning rate (AniMer stage 2)
+    optim.warmup_steps = 1000
+    optim.end_lr_factor = 0.0           # final learning rate = factor x peak
+    optim.weight_decay = 1e-4           # on Dense/Conv kernels only: not on norms, biases, embeddings
+    optim.b1 = 0.9
+    optim.b2 = 0.999
+    optim.eps = 1e-8
+    optim.grad_clip_norm = 1.0          # clip the global gradient norm; 0 = off
+
+    # ---- parallelism (jax.sharding): mesh axes ('data', 'fsdp'); the batch is split over both
+    mesh = config.mesh = ml_collections.ConfigDict()
+    mesh.data = -1                      # data-parallel size; -1 = all devices / fsdp
+    mesh.fsdp = 1                       # parameter/optimizer-state sharding size (1 = replicated)
+    # Compute dtype and activation recomputation are model knobs: config.model.dtype
+    # ("bfloat16" on accelerators; parameters stay float32) and config.model.remat.
+
+    # ---- losses (animax/train/losses.py defines each term)
+    loss = config.loss = ml_collections.ConfigDict()
+    weights = loss.weights = ml_collections.ConfigDict()
+    weights.keypoints_3d = 0.05         # AniMer
+    weights.keypoints_2d = 0.01         # AniMer
+    weights.global_orient = 0.001       # AniMer: rotation-matrix MSE of the root joint (has_pose samples)
+    weights.pose = 0.001                # AniMer: rotation-matrix MSE of joints 1..34 (has_pose samples)
+    weights.betas = 0.0005              # AniMer: shape MSE (has_betas samples)
+    weights.shape_prior = 0.0005        # AniMer (its betas weight): family shape prior, samples without shape GT
+    weights.pose_prior = 0.001          # AniMer ((global_orient + pose weights) / 2): samples without pose GT
+    weights.supcon = 0.0005             # AniMer: supervised contrastive on class-token features
+    weights.betas_l2 = 0.0              # seed: ||betas||^2 (off in AniMer's stage 2)
+    weights.pose_smoothness = 0.0       # seed: first-order difference of rotations along the chain
+    weights.fused_l2 = 0.0              # seed: ||fused_features||^2
+    loss.supcon_temperature = 0.1       # AniMer
+    loss.supcon_base_temperature = 0.07 # AniMer
+    loss.shape_prior_path = None        # my_smpl_data_00781_4_all.pkl; None = the shape prior term is 0
+    loss.pose_prior_path = None         # walking_toy_symmetric_pose_prior_with_cov_35parts.pkl; None = 0
+    return config

@@ -1,0 +1,210 @@
+"""train.py and the training loop as specifications: one_step output, exact resume, SIGTERM,
+kill -9 then resume, LoRA training, non-finite steps, initialisation from a checkpoint.
+
+Runs use `small_config()`: the synthetic_tiny config with an even smaller model, so each
+compile takes seconds. Subprocess runs share a persistent compilation cache.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from animax.train import loop
+from animax.train.writers import read_metrics
+from configs import synthetic_tiny
+
+REPO = Path(__file__).resolve().parents[1]
+# Command-line form of small_config(), for train.py subprocesses.
+SMALL_FLAGS = [
+    "--config.model.depth=1", "--config.model.smal_head.dim=32", "--config.model.smal_head.mlp_dim=32",
+    "--config.model.smal_head.dim_head=16", "--config.model.head_encoder.widths=(4, 8, 8, 8, 8)",
+    "--config.model.head_encoder.crop=32", "--config.model.fusion.hidden=32",
+    "--config.model.class_head.hidden=32", "--config.model.class_head.features=16",
+    "--config.batch_size=8", "--config.eval_batch_size=8", "--config.data.eval_examples=8",
+    "--config.checkpoint.export=False",
+]
+
+
+def small_config(**overrides):
+    """synthetic_tiny with a one-block ViT and small heads; `overrides` are dotted config keys."""
+    config = synthetic_tiny.get_config()
+    for flag in SMALL_FLAGS:
+        key, value = flag.removeprefix("--config.").split("=", 1)
+        _set(config, key, eval(value))  # noqa: S307 - literals from SMALL_FLAGS above
+    for key, value in overrides.items():
+        _set(config, key, value)
+    return config
+
+
+def _set(config, dotted, value):
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        config = config[p]
+    config[leaf] = value
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def train_cli(workdir, *flags, cache, wait=True, **popen):
+    """Runs train.py on the small config; returns CompletedProcess (or the Popen when not waiting)."""
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/synthetic_tiny.py"),
+           "--workdir", str(workdir), *SMALL_FLAGS, *flags]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def checkpoint_steps(workdir):
+    ckpt = Path(workdir) / "checkpoints"
+    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.exists() else []
+
+
+def train_losses(workdir):
+    return {r["step"]: r["loss"] for r in read_metrics(Path(workdir) / "metrics.jsonl") if r["split"] == "train"}
+
+
+def test_one_step_prints_every_term_and_module_gradient(tmp_path, compile_cache):
+    result = train_cli(tmp_path, "--mode=one_step", cache=compile_cache)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for term in ("keypoints_3d", "keypoints_2d", "global_orient", "pose", "betas", "shape_prior", "pose_prior",
+                 "supcon", "betas_l2", "pose_smoothness", "fused_l2", "total"):
+        assert f"\n{term} " in out, term
+    for module in ("backbone", "smal_head", "class_token_head", "head_encoder", "fusion"):
+        assert f"  {module} " in out, module
+    assert "update applied" in out
+    assert checkpoint_steps(tmp_path) == []  # one_step writes no checkpoint
+
+
+def test_resume_is_exact(tmp_path):
+    """2N steps straight == N steps, a new process-like restart from the checkpoint, N more."""
+    config = small_config(num_train_steps=6, log_every_steps=1, eval_every_steps=100, **{"checkpoint.every_steps": 100})
+    assert loop.run(config, tmp_path / "straight") == 0
+    assert loop.run(config, tmp_path / "split", stop_after=3) == 0
+    assert checkpoint_steps(tmp_path / "split") == [3]
+    assert loop.run(config, tmp_path / "split") == 0
+    straight, split = train_losses(tmp_path / "straight"), train_losses(tmp_path / "split")
+    assert sorted(straight) == sorted(split) == list(range(1, 7))
+    np.testing.assert_allclose([split[s] for s in range(1, 7)], [straight[s] for s in range(1, 7)], rtol=1e-6)
+    final = {name: loop.Trainer(config, tmp_path / name).restore_or_init() for name in ("straight", "split")}
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7),
+                 final["straight"], final["split"])
+
+
+def test_sigterm_saves_and_exits_cleanly_and_kill9_resumes(tmp_path, compile_cache):
+    # SIGTERM: a clean exit with a checkpoint at the step it stopped.
+    run = train_cli(tmp_path / "term", "--config.num_train_steps=10000", "--config.checkpoint.every_steps=1000",
+                    cache=compile_cache, wait=False)
+    _wait_for(lambda: "step/s" in _peek(tmp_path / "term") or train_losses(tmp_path / "term"), run)
+    run.send_signal(signal.SIGTERM)
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, out
+    assert "SIGTERM: saved step" in out
+    saved = int(out.split("SIGTERM: saved step ")[1].split()[0])
+    assert checkpoint_steps(tmp_path / "term") == [saved]
+
+    # kill -9 while training and checkpointing every 2 steps: the rerun resumes from a complete one.
+    run = train_cli(tmp_path / "kill", "--config.num_train_steps=10000", "--config.checkpoint.every_steps=2",
+                    "--config.log_every_steps=1", cache=compile_cache, wait=False)
+    _wait_for(lambda: len(checkpoint_steps(tmp_path / "kill")) and max(checkpoint_steps(tmp_path / "kill")) >= 4, run)
+    run.kill()
+    run.communicate()
+    complete = max(checkpoint_steps(tmp_path / "kill"))
+    result = train_cli(tmp_path / "kill", "--config.num_train_steps=10000", "--config.checkpoint.every_steps=2",
+                       "--config.log_every_steps=1", f"--stop_after_steps={complete + 2}", cache=compile_cache)
+    assert result.returncode == 0, result.stdout + result.stderr
+    resumed = int(result.stdout.split("resumed from step ")[1].split()[0])
+    assert resumed >= complete
+    assert max(checkpoint_steps(tmp_path / "kill")) == complete + 2
+    # The log holds each step once: records past the checkpoint were dropped and rewritten.
+    steps = [r["step"] for r in read_metrics(tmp_path / "kill" / "metrics.jsonl") if r["split"] == "train"]
+    assert steps == list(range(1, complete + 3))
+
+
+def _peek(workdir):
+    path = Path(workdir) / "metrics.jsonl"
+    return path.read_text() if path.exists() else ""
+
+
+def _wait_for(condition, process, timeout=240):
+    start = time.time()
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"run ended early: {process.stdout.read()}")
+        if time.time() - start > timeout:
+            process.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.2)
+
+
+def test_lora_trains_adapters_and_heads_leaving_base_weights(tmp_path):
+    config = small_config(trainable="lora", num_train_steps=2, log_every_steps=1, eval_every_steps=100,
+                          **{"checkpoint.export": True, "optim.warmup_steps": 0, "optim.learning_rate": 1e-2})
+    trainer = loop.Trainer(config, tmp_path)
+    initial = jax.device_get(trainer.restore_or_init())
+    assert loop.run(config, tmp_path) == 0
+    final = jax.device_get(loop.Trainer(config, tmp_path).restore_or_init())
+    jax.tree.map(np.testing.assert_array_equal, initial.params["backbone"], final.params["backbone"])
+    assert not np.allclose(initial.params["smal_head"]["deccam"]["kernel"], final.params["smal_head"]["deccam"]["kernel"])
+    name = "backbone.blocks.attn.qkv"
+    assert not np.allclose(initial.lora[name]["b"], final.lora[name]["b"])
+    # The export holds the merged kernels: base + scale * a @ b.
+    from animax.checkpoint import load_model
+
+    _, exported = load_model(tmp_path / "export")
+    qkv = final.params["backbone"]["blocks"]["attn"]["qkv"]["kernel"]
+    merged = qkv + config.lora.alpha / config.lora.rank * np.einsum("...ir,...ro->...io", final.lora[name]["a"],
+                                                                    final.lora[name]["b"])
+    np.testing.assert_allclose(exported["params"]["backbone"]["blocks"]["attn"]["qkv"]["kernel"], merged, rtol=1e-5)
+    assert not np.allclose(merged, qkv)
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
+    from animax.train import input as input_lib
+
+    real = input_lib.train_source
+
+    def poisoned(config, body):
+        source = real(config, body)
+        original = source.examples
+        source.examples = lambda indices: {**original(indices), "image": np.full((8, 256, 256, 3), np.nan, np.float32)}
+        return source
+
+    monkeypatch.setattr(input_lib, "train_source", poisoned)
+    config = small_config(num_train_steps=50, max_nonfinite_steps=3, log_every_steps=1)
+    trainer = loop.Trainer(config, tmp_path)
+    before = jax.device_get(trainer.restore_or_init())
+    assert trainer.train() == 1
+    trainer.checkpointer.close()
+    assert checkpoint_steps(tmp_path) == []   # nothing was saved after the (initial) good state
+    state = jax.device_get(loop.Trainer(config, tmp_path).restore_or_init())
+    jax.tree.map(np.testing.assert_array_equal, before.params, state.params)
+
+
+def test_init_from_a_converted_checkpoint(tmp_path):
+    from animax.checkpoint import save_model
+
+    config = small_config()
+    source = jax.device_get(loop.Trainer(config, tmp_path / "a").restore_or_init())
+    marked = jax.tree.map(lambda x: x + 1.0, source.params)
+    save_model(tmp_path / "converted", config, {"params": marked, "batch_stats": source.batch_stats})
+    for kind, modules in (("backbone", {"backbone"}), ("animer", set(marked))):
+        state = jax.device_get(loop.Trainer(small_config(**{"init.kind": kind, "init.path": str(tmp_path / "converted")}),
+                                            tmp_path / kind).restore_or_init())
+        for module in marked:
+            same = jax.tree.leaves(jax.tree.map(np.array_equal, state.params[module], marked[module]))
+            assert all(same) == (module in modules), (kind, module)

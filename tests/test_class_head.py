@@ -7,6 +7,7 @@ import torch
 
 from animax.models.class_head import ClassTokenHead
 from nn_reference import f64, random_params, rel_err
+from torch_reference import to_flax_variables, torch_class_head_shapes
 
 EPS = 1e-5
 
@@ -46,6 +47,9 @@ def test_full_size_layout():
                    "layers_6": {"kernel": (4096, 256)}},
         "batch_stats": {"layers_1": {"mean": (4096,), "var": (4096,)}, "layers_4": {"mean": (4096,), "var": (4096,)},
                         "layers_7": {"mean": (256,), "var": (256,)}}}
+    torch_shapes = {k: np.broadcast_to(np.float32(0), s) for k, s in torch_class_head_shapes(1280, 4096, 256).items()}
+    converted = to_flax_variables(torch_shapes, "class_token_head.head.")  # through animax.convert.keymap
+    assert jax.tree.map(np.shape, converted) == jax.tree.map(np.shape, variables)
 
 
 def test_train_uses_batch_stats_and_updates_running_stats():
@@ -80,15 +84,8 @@ def test_matches_torch_sequential_with_converted_names():
                 t.copy_(torch.rand(t.shape, generator=g) + 0.5)
             elif t.is_floating_point():
                 t.copy_(0.2 * torch.randn(t.shape, generator=g) + (name in ("1.weight", "4.weight")))
-    sd = {k: v.numpy().copy() for k, v in torch_head.state_dict().items()}  # copies: torch updates in place
-    # The module docstring's table.
-    variables = {
-        "params": {"layers_0": {"kernel": sd["0.weight"].T}, "layers_3": {"kernel": sd["3.weight"].T},
-                   "layers_6": {"kernel": sd["6.weight"].T},
-                   **{f"layers_{i}": {"scale": sd[f"{i}.weight"], "bias": sd[f"{i}.bias"]} for i in (1, 4)}},
-        "batch_stats": {f"layers_{i}": {"mean": sd[f"{i}.running_mean"], "var": sd[f"{i}.running_var"]}
-                        for i in (1, 4, 7)},
-    }
+    # AniMer's key table; it copies the tensors, which torch's training forward updates in place.
+    variables = to_flax_variables(torch_head.state_dict(), "class_token_head.head.")
     head = ClassTokenHead(hidden_dim=32, output_dim=8)
     x = torch.randn(6, 16, generator=g)
     with torch.no_grad():

@@ -31,8 +31,13 @@ def _dotted_example(width=320, height=240, seed=0):
     return image, example
 
 
-def test_keypoints_stay_on_their_dots_through_every_augmentation():
+def test_keypoints_and_mask_stay_on_their_dots_through_every_augmentation():
     image, example = _dotted_example()
+    # The mask (fourth channel) is a disc around the nose: it must follow the nose's dot.
+    nose = KEYPOINT_NAMES.index("nose")
+    ys, xs = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+    disc = (xs - example["keypoints_2d"][nose, 0]) ** 2 + (ys - example["keypoints_2d"][nose, 1]) ** 2 <= 64
+    pixels = np.concatenate([image, 255 * disc[..., None].astype(np.uint8)], -1)
     colors = dict(zip(TRACKED, dot_colors(len(TRACKED)).astype(np.float64)))
     config = AugmentConfig(rotation_rate=1.0, translation_rate=1.0, flip_rate=0.5)
     rng = np.random.default_rng(0)
@@ -41,7 +46,7 @@ def test_keypoints_stay_on_their_dots_through_every_augmentation():
               Augmentation(scale=2.5)]          # 2.5: a downsampling crop, blurred first
     assert any(d.flip for d in draws) and any(not d.flip for d in draws)
     for augmentation in draws:
-        out = crop_example(image, None, example, augmentation)
+        out = crop_example(pixels, example, augmentation)
         rgb = out["image"] * IMAGE_STD + IMAGE_MEAN
         for k in TRACKED:
             # After a flip, keypoint k of the mirrored animal is the dot of its mirror partner.
@@ -51,12 +56,15 @@ def test_keypoints_stay_on_their_dots_through_every_augmentation():
                 continue                        # cut off by the crop border
             found = find_dot(rgb, colors[source] * np.array(augmentation.color))
             np.testing.assert_allclose(found, expected, atol=1.5, err_msg=f"{augmentation}, keypoint {k}")
+            if source == nose:
+                ys, xs = np.nonzero(out["mask"] > 0.5)
+                np.testing.assert_allclose([xs.mean(), ys.mean()], expected, atol=1.5)
 
 
 def test_flip_swaps_left_and_right():
     image, example = _dotted_example()
-    plain = crop_example(image, None, example, Augmentation())
-    flipped = crop_example(image, None, example, Augmentation(flip=True))
+    plain = crop_example(image, example, Augmentation())
+    flipped = crop_example(image, example, Augmentation(flip=True))
     left, right = KEYPOINT_NAMES.index("left_eye"), KEYPOINT_NAMES.index("right_eye")
     mirror_x = np.array([-1.0, 1.0])
     # The animal's left eye shows up mirrored, where the mirrored animal has its right eye.
@@ -134,7 +142,7 @@ def test_3d_keypoints_rotate_with_the_2d_crop():
                "pose": np.zeros((35, 3), np.float32)}
     image = np.zeros((240, 320, 3), np.uint8)
     for augmentation in (Augmentation(rotation_deg=40.0), Augmentation(rotation_deg=-25.0, flip=True)):
-        out = crop_example(image, None, example, augmentation)
+        out = crop_example(image, example, augmentation)
         camera_map = camera_frame_map(invert_affine(crop_transform(
             (160, 120), 200, 256, augmentation.rotation_deg, augmentation.flip)))
         moved = out["keypoints_3d"][:, :3] + camera_map @ translation

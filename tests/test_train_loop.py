@@ -31,6 +31,10 @@ SMALL_FLAGS = [
     "--config.model.class_head.hidden=32", "--config.model.class_head.features=16",
     "--config.batch_size=8", "--config.eval_batch_size=8", "--config.data.eval_examples=8",
     "--config.checkpoint.export=False",
+    # One schedule length everywhere (it is a constant of the compiled step, and the runs
+    # share a compilation cache); runs end with --stop_after_steps instead.
+    "--config.num_train_steps=1000", "--config.eval_every_steps=100000", "--config.checkpoint.every_steps=1000",
+    "--config.log_every_steps=1",
 ]
 
 
@@ -52,9 +56,16 @@ def _set(config, dotted, value):
     config[leaf] = value
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def compile_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("jax_cache"))
+    """A persistent compilation cache for this module's runs, in-process and in subprocesses."""
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    saved = {k: getattr(jax.config, k) for k in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield path
+    for k, v in saved.items():
+        jax.config.update(k, v)
 
 
 def train_cli(workdir, *flags, cache, wait=True, **popen):
@@ -90,13 +101,13 @@ def test_one_step_prints_every_term_and_module_gradient(tmp_path, compile_cache)
     assert checkpoint_steps(tmp_path) == []  # one_step writes no checkpoint
 
 
-def test_resume_is_exact(tmp_path):
-    """2N steps straight == N steps, a new process-like restart from the checkpoint, N more."""
-    config = small_config(num_train_steps=6, log_every_steps=1, eval_every_steps=100, **{"checkpoint.every_steps": 100})
-    assert loop.run(config, tmp_path / "straight") == 0
+def test_resume_is_exact(tmp_path, compile_cache):
+    """2N steps straight == N steps, a restart from the checkpoint, N more."""
+    config = small_config()
+    assert loop.run(config, tmp_path / "straight", stop_after=6) == 0
     assert loop.run(config, tmp_path / "split", stop_after=3) == 0
     assert checkpoint_steps(tmp_path / "split") == [3]
-    assert loop.run(config, tmp_path / "split") == 0
+    assert loop.run(config, tmp_path / "split", stop_after=6) == 0
     straight, split = train_losses(tmp_path / "straight"), train_losses(tmp_path / "split")
     assert sorted(straight) == sorted(split) == list(range(1, 7))
     np.testing.assert_allclose([split[s] for s in range(1, 7)], [straight[s] for s in range(1, 7)], rtol=1e-6)
@@ -107,8 +118,7 @@ def test_resume_is_exact(tmp_path):
 
 def test_sigterm_saves_and_exits_cleanly_and_kill9_resumes(tmp_path, compile_cache):
     # SIGTERM: a clean exit with a checkpoint at the step it stopped.
-    run = train_cli(tmp_path / "term", "--config.num_train_steps=10000", "--config.checkpoint.every_steps=1000",
-                    cache=compile_cache, wait=False)
+    run = train_cli(tmp_path / "term", cache=compile_cache, wait=False)
     _wait_for(lambda: "step/s" in _peek(tmp_path / "term") or train_losses(tmp_path / "term"), run)
     run.send_signal(signal.SIGTERM)
     out, _ = run.communicate(timeout=120)
@@ -118,14 +128,13 @@ def test_sigterm_saves_and_exits_cleanly_and_kill9_resumes(tmp_path, compile_cac
     assert checkpoint_steps(tmp_path / "term") == [saved]
 
     # kill -9 while training and checkpointing every 2 steps: the rerun resumes from a complete one.
-    run = train_cli(tmp_path / "kill", "--config.num_train_steps=10000", "--config.checkpoint.every_steps=2",
-                    "--config.log_every_steps=1", cache=compile_cache, wait=False)
+    run = train_cli(tmp_path / "kill", "--config.checkpoint.every_steps=2", cache=compile_cache, wait=False)
     _wait_for(lambda: len(checkpoint_steps(tmp_path / "kill")) and max(checkpoint_steps(tmp_path / "kill")) >= 4, run)
     run.kill()
     run.communicate()
     complete = max(checkpoint_steps(tmp_path / "kill"))
-    result = train_cli(tmp_path / "kill", "--config.num_train_steps=10000", "--config.checkpoint.every_steps=2",
-                       "--config.log_every_steps=1", f"--stop_after_steps={complete + 2}", cache=compile_cache)
+    result = train_cli(tmp_path / "kill", "--config.checkpoint.every_steps=2", f"--stop_after_steps={complete + 2}",
+                       cache=compile_cache)
     assert result.returncode == 0, result.stdout + result.stderr
     resumed = int(result.stdout.split("resumed from step ")[1].split()[0])
     assert resumed >= complete
@@ -151,29 +160,32 @@ def _wait_for(condition, process, timeout=240):
         time.sleep(0.2)
 
 
-def test_lora_trains_adapters_and_heads_leaving_base_weights(tmp_path):
-    config = small_config(trainable="lora", num_train_steps=2, log_every_steps=1, eval_every_steps=100,
-                          **{"checkpoint.export": True, "optim.warmup_steps": 0, "optim.learning_rate": 1e-2})
-    trainer = loop.Trainer(config, tmp_path)
+def test_lora_trains_adapters_and_heads_leaving_base_weights(tmp_path, compile_cache):
+    config = small_config(trainable="lora", **{"optim.warmup_steps": 0, "optim.learning_rate": 1e-2})
+    trainer = loop.Trainer(config, tmp_path, stop_after=2)
     initial = jax.device_get(trainer.restore_or_init())
-    assert loop.run(config, tmp_path) == 0
-    final = jax.device_get(loop.Trainer(config, tmp_path).restore_or_init())
+    assert trainer.train() == 0
+    final = jax.device_get(trainer.restore_or_init())
+    assert int(final.step) == 2
     jax.tree.map(np.testing.assert_array_equal, initial.params["backbone"], final.params["backbone"])
     assert not np.allclose(initial.params["smal_head"]["deccam"]["kernel"], final.params["smal_head"]["deccam"]["kernel"])
     name = "backbone.blocks.attn.qkv"
     assert not np.allclose(initial.lora[name]["b"], final.lora[name]["b"])
-    # The export holds the merged kernels: base + scale * a @ b.
+    # The export holds the merged kernels: base + (alpha / r) a @ b, readable by load_model.
     from animax.checkpoint import load_model
 
+    trainer.export()
+    trainer.checkpointer.close()
     _, exported = load_model(tmp_path / "export")
     qkv = final.params["backbone"]["blocks"]["attn"]["qkv"]["kernel"]
     merged = qkv + config.lora.alpha / config.lora.rank * np.einsum("...ir,...ro->...io", final.lora[name]["a"],
                                                                     final.lora[name]["b"])
-    np.testing.assert_allclose(exported["params"]["backbone"]["blocks"]["attn"]["qkv"]["kernel"], merged, rtol=1e-5)
+    np.testing.assert_allclose(exported["params"]["backbone"]["blocks"]["attn"]["qkv"]["kernel"], merged,
+                               rtol=1e-5, atol=1e-8)
     assert not np.allclose(merged, qkv)
 
 
-def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
+def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, compile_cache):
     from animax.train import input as input_lib
 
     real = input_lib.train_source
@@ -185,7 +197,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
         return source
 
     monkeypatch.setattr(input_lib, "train_source", poisoned)
-    config = small_config(num_train_steps=50, max_nonfinite_steps=3, log_every_steps=1)
+    config = small_config(max_nonfinite_steps=3)
     trainer = loop.Trainer(config, tmp_path)
     before = jax.device_get(trainer.restore_or_init())
     assert trainer.train() == 1
@@ -195,7 +207,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     jax.tree.map(np.testing.assert_array_equal, before.params, state.params)
 
 
-def test_init_from_a_converted_checkpoint(tmp_path):
+def test_init_from_a_converted_checkpoint(tmp_path, compile_cache):
     from animax.checkpoint import save_model
 
     config = small_config()

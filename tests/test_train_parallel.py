@@ -17,7 +17,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _worker(args, devices, cache_dir, timeout=400):
+def _worker(args, devices, cache_dir):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
            "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "JAX_COMPILATION_CACHE_DIR": cache_dir,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
@@ -25,8 +25,12 @@ def _worker(args, devices, cache_dir, timeout=400):
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _finish(process, timeout=400):
-    out, _ = process.communicate(timeout=timeout)
+def _finish(process, timeout=600):
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
     assert process.returncode == 0, out
     return out
 

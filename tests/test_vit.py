@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from animax.models import vit
 from nn_reference import attention, dense, f64, gelu, layer_norm, random_params, rel_err, split_heads
+from torch_reference import random_state, to_flax_variables, torch_block, torch_vit, torch_vit_shapes
 
 TINY = dict(width=64, depth=2, num_heads=4, mlp_dim=256)
 IMAGE_SHAPE = (2, 64, 48, 3)  # padding 2 -> a 4 x 3 token grid
@@ -39,86 +39,6 @@ def np_vit(p, images, heads, depth, patch=16, pad=2):
     return {"feature_map": x[:, 1:].reshape(b, h, w, -1), "cls_token": x[:, 0], "patch_tokens": x[:, 1:]}
 
 
-def torch_block(sd, prefix, x, heads):
-    """ViTPose block with torch.nn.functional on a torch-layout state dict. x [B, N, W]."""
-    b, n, width = x.shape
-    y = F.layer_norm(x, (width,), sd[prefix + "norm1.weight"], sd[prefix + "norm1.bias"], 1e-6)
-    qkv = F.linear(y, sd[prefix + "attn.qkv.weight"], sd[prefix + "attn.qkv.bias"])
-    q, k, v = qkv.reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
-    attn = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
-    y = (attn @ v).transpose(1, 2).reshape(b, n, width)
-    x = x + F.linear(y, sd[prefix + "attn.proj.weight"], sd[prefix + "attn.proj.bias"])
-    y = F.layer_norm(x, (width,), sd[prefix + "norm2.weight"], sd[prefix + "norm2.bias"], 1e-6)
-    y = F.gelu(F.linear(y, sd[prefix + "mlp.fc1.weight"], sd[prefix + "mlp.fc1.bias"]))
-    return x + F.linear(y, sd[prefix + "mlp.fc2.weight"], sd[prefix + "mlp.fc2.bias"])
-
-
-def torch_vit(sd, images_nchw, heads, depth):
-    """(feature map [B, W, h, w], class token [B, W]) as AniMer's backbone returns them."""
-    x = F.conv2d(images_nchw, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=16, padding=2)
-    b, width, h, w = x.shape
-    x = x.flatten(2).transpose(1, 2)
-    x = x + sd["pos_embed"][:, 1:] + sd["pos_embed"][:, :1]
-    x = torch.cat([sd["cls_token"].expand(b, -1, -1), x], dim=1)
-    for i in range(depth):
-        x = torch_block(sd, f"blocks.{i}.", x, heads)
-    x = F.layer_norm(x, (width,), sd["last_norm.weight"], sd["last_norm.bias"], 1e-6)
-    return x[:, 1:].transpose(1, 2).reshape(b, width, h, w), x[:, 0]
-
-
-def torch_block_to_flax(sd, prefix):
-    """The module docstring's table for one block: Linear weight.T -> kernel, LayerNorm weight -> scale."""
-    linear = lambda name: {"kernel": sd[name + ".weight"].T, "bias": sd[name + ".bias"]}  # noqa: E731
-    norm = lambda name: {"scale": sd[name + ".weight"], "bias": sd[name + ".bias"]}  # noqa: E731
-    return {"norm1": norm(prefix + "norm1"),
-            "attn": {"qkv": linear(prefix + "attn.qkv"), "proj": linear(prefix + "attn.proj")},
-            "norm2": norm(prefix + "norm2"),
-            "mlp": {"fc1": linear(prefix + "mlp.fc1"), "fc2": linear(prefix + "mlp.fc2")}}
-
-
-def torch_vit_to_flax(sd, depth):
-    """The module docstring's table, on a dict of NumPy arrays with AniMer's names (no `backbone.`)."""
-    return {
-        "patch_embed": {"proj": {"kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
-                                 "bias": sd["patch_embed.proj.bias"]}},
-        "pos_embed": sd["pos_embed"],
-        "cls_token": sd["cls_token"],
-        **{f"blocks_{i}": torch_block_to_flax(sd, f"blocks.{i}.") for i in range(depth)},
-        "last_norm": {"scale": sd["last_norm.weight"], "bias": sd["last_norm.bias"]},
-    }
-
-
-def torch_vit_shapes(width, depth, mlp_dim, tokens):
-    """AniMer backbone state-dict shapes."""
-    shapes = {"patch_embed.proj.weight": (width, 3, 16, 16), "patch_embed.proj.bias": (width,),
-              "pos_embed": (1, 1 + tokens, width), "cls_token": (1, 1, width),
-              "last_norm.weight": (width,), "last_norm.bias": (width,)}
-    for i in range(depth):
-        for name, shape in {"norm1.weight": (width,), "norm1.bias": (width,),
-                            "attn.qkv.weight": (3 * width, width), "attn.qkv.bias": (3 * width,),
-                            "attn.proj.weight": (width, width), "attn.proj.bias": (width,),
-                            "norm2.weight": (width,), "norm2.bias": (width,),
-                            "mlp.fc1.weight": (mlp_dim, width), "mlp.fc1.bias": (mlp_dim,),
-                            "mlp.fc2.weight": (width, mlp_dim), "mlp.fc2.bias": (width,)}.items():
-            shapes[f"blocks.{i}.{name}"] = shape
-    return shapes
-
-
-def random_torch_vit(width, depth, mlp_dim, tokens, seed=0):
-    """A random AniMer-named, torch-shaped float32 state dict of a small backbone."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {k: 0.05 * torch.randn(s, generator=g) for k, s in torch_vit_shapes(width, depth, mlp_dim, tokens).items()}
-    for k in sd:
-        if "norm" in k and k.endswith("weight"):
-            sd[k] += 1.0
-    sd["patch_embed.proj.weight"] /= 4.0  # fan-in 768: keep patch embeddings O(1)
-    return sd
-
-
-def numpy_state(sd):
-    return {k: v.numpy() for k, v in sd.items()}
-
-
 @pytest.fixture(scope="module")
 def tiny():
     """(model, random float32 params, images) of a width-64 depth-2 ViT."""
@@ -147,7 +67,8 @@ def test_vit_h16_param_count_and_output_shapes():
     assert p["blocks_31"]["attn"]["qkv"]["kernel"].shape == (1280, 3840)
     assert p["blocks_31"]["mlp"]["fc1"]["kernel"].shape == (1280, 5120)
     torch_shapes = {k: np.broadcast_to(np.float32(0), s) for k, s in torch_vit_shapes(1280, 32, 5120, 192).items()}
-    assert jax.tree.map(np.shape, torch_vit_to_flax(torch_shapes, 32)) == jax.tree.map(np.shape, p)
+    converted = to_flax_variables(torch_shapes, "backbone.")  # through animax.convert.keymap
+    assert jax.tree.map(np.shape, converted) == jax.tree.map(np.shape, variables)
     out = jax.eval_shape(model.apply, variables, images)
     assert {k: v.shape for k, v in out.items()} == {
         "feature_map": (2, 16, 12, 1280), "cls_token": (2, 1280), "patch_tokens": (2, 192, 1280)}
@@ -172,20 +93,20 @@ def test_tiny_vit_matches_numpy_float64(tiny):
 
 
 def test_block_matches_torch():
-    sd = random_torch_vit(64, 1, 256, tokens=12)
+    sd = random_state(torch_vit_shapes(64, 1, 256, tokens=12))
     x = torch.randn(2, 13, 64, generator=torch.Generator().manual_seed(3))
     expected = torch_block(sd, "blocks.0.", x, heads=4)
-    out, _ = vit.Block(num_heads=4, mlp_dim=256).apply(
-        {"params": torch_block_to_flax(numpy_state(sd), "blocks.0.")}, jnp.asarray(x.numpy()), 0.0, True)
+    params = to_flax_variables(sd, "backbone.")["params"]["blocks_0"]
+    out, _ = vit.Block(num_heads=4, mlp_dim=256).apply({"params": params}, jnp.asarray(x.numpy()), 0.0, True)
     assert rel_err(out, expected.numpy()) < 1e-5
 
 
 def test_tiny_vit_matches_torch_with_converted_names():
-    sd = random_torch_vit(64, 2, 256, tokens=12)
+    sd = random_state(torch_vit_shapes(64, 2, 256, tokens=12))
     images = torch.randn(2, 3, 64, 48, generator=torch.Generator().manual_seed(4))
     feature_map, cls_token = torch_vit(sd, images, heads=4, depth=2)
     nhwc = jnp.asarray(images.numpy().transpose(0, 2, 3, 1))
-    out = vit.ViT(**TINY).apply({"params": torch_vit_to_flax(numpy_state(sd), 2)}, nhwc)
+    out = vit.ViT(**TINY).apply(to_flax_variables(sd, "backbone."), nhwc)
     assert rel_err(out["feature_map"], feature_map.numpy().transpose(0, 2, 3, 1)) < 1e-5
     assert rel_err(out["cls_token"], cls_token.numpy()) < 1e-5
 

@@ -1,8 +1,12 @@
 """PyTorch forwards of AniMer's networks written from state dicts (torch.nn.functional only),
-and random AniMer-named state dicts: the independent references of the network tests."""
+random AniMer-named state dicts, and their mapping to flax through the product's key table:
+the independent references of the network tests."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from animax.convert import keymap
 
 
 def torch_block(sd, prefix, x, heads):
@@ -138,3 +142,35 @@ def random_state(shapes, seed=0, scale=0.05):
     if "patch_embed.proj.weight" in sd:
         sd["patch_embed.proj.weight"] /= 4.0  # fan-in 768: keep patch embeddings O(1)
     return sd
+
+
+def to_flax_variables(sd, prefix):
+    """Maps a state dict through `animax.convert.keymap` -> {collection: subtree of one module}.
+
+    `sd` holds one module's keys without its prefix ("blocks.0.norm1.weight"); `prefix`
+    ("backbone.", "smal_head.", "class_token_head.head.") completes AniMer's full names for the
+    lookup. Values are torch tensors (copied) or NumPy arrays (shape placeholders stay views).
+    Returns the collections that received keys, each holding the tree under the module name
+    (e.g. {"params": {"blocks_0": ...}}). Raises on a key the table neither maps nor ignores.
+    """
+    variables, module = {}, None
+    for key, value in sd.items():
+        name = prefix + key
+        found = keymap.match(name)
+        if found is None:
+            if keymap.ignore_reason(name) is None:
+                raise KeyError(f"{name}: not in animax.convert.keymap")
+            continue
+        rule, index = found
+        collection, owner, *path = keymap.flax_path(rule, index)
+        if module not in (None, owner):
+            raise ValueError(f"{name} maps into {owner!r}, other keys into {module!r}")
+        module = owner
+        array = value.detach().cpu().numpy().copy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        node = variables.setdefault(collection, {})
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        if path[-1] in node:
+            raise ValueError(f"{name}: flax path {keymap.flax_path(rule, index)} mapped twice")
+        node[path[-1]] = keymap.to_flax(rule.kind, array)
+    return variables

@@ -79,13 +79,15 @@ def camera_frame_map(dst_from_src) -> np.ndarray:
     return out
 
 
-def crop_example(image, mask, example, augmentation=Augmentation(), out_size=CROP_SIZE,
+def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZE,
                  truncate=3.0) -> dict:
     """The network input and targets of one example under one augmentation.
 
-    image uint8 [H, W, 3]; mask uint8 [H, W] or None; example: the stored arrays (`bbox`,
-    `keypoints_2d`, `keypoints_3d`, `pose` axis-angle; see animax.data.features). truncate:
-    the anti-aliasing blur's radius in sigmas (AniMer's training uses 3).
+    pixels uint8 [H, W, 3] RGB, or [H, W, 4] with the mask (255 = animal) as fourth channel:
+    the mask then goes through the same warp and blur, as AniMer crops its RGBA image.
+    example: the stored arrays (`bbox`, `keypoints_2d`, `keypoints_3d`, `pose` axis-angle;
+    see animax.data.features). truncate: the anti-aliasing blur's radius in sigmas (AniMer's
+    training uses 3).
     Returns float32 `image [S,S,3]` (ImageNet-normalised), `mask [S,S]` (0..1, zeros without
     a mask), `keypoints_2d [26,3]` (crop-normalised x, y in [-0.5, 0.5] over the crop, and
     confidence), `keypoints_3d [26,4]`, `pose [35,3,3]` rotation matrices.
@@ -94,12 +96,11 @@ def crop_example(image, mask, example, augmentation=Augmentation(), out_size=CRO
     center = center + np.asarray(augmentation.shift) * size
     size = size * augmentation.scale
     src_from_dst = crop_transform(center, size, out_size, augmentation.rotation_deg, augmentation.flip)
-    # The mask rides along as a fourth channel: one warp, the same taps and blur as AniMer's RGBA.
-    pixels = image if mask is None else np.concatenate([image, mask[..., None]], axis=-1)
     crop = warp_affine(pixels, src_from_dst, out_size, sigma=antialias_sigma(size, out_size),
                        truncate=truncate)
-    rgb = np.clip(crop[..., :3] * np.asarray(augmentation.color, np.float32), 0.0, 255.0)
-    crop_mask = (np.clip(crop[..., 3] / 255.0, 0.0, 1.0) if mask is not None
+    # Bilinear taps of 0..255 pixels are >= 0, so only the top needs clipping after the gain.
+    rgb = np.minimum(crop[..., :3] * np.asarray(augmentation.color, np.float32), 255.0)
+    crop_mask = (np.minimum(crop[..., 3] / np.float32(255.0), 1.0) if pixels.shape[-1] == 4
                  else np.zeros((out_size, out_size), np.float32))
 
     dst_from_src = invert_affine(src_from_dst)

@@ -47,6 +47,10 @@ class AnimaxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
+    # Nothing is downloaded, so there are no URL checksums; TFDS would otherwise look for a
+    # checksums file beside this code through importlib.resources, which needs the
+    # `importlib_resources` backport and fails for namespace-installed packages.
+    url_infos = None
 
     def __init__(self, *, data_dir=None, file_format="array_record", progress=True, **kwargs):
         """progress: show a progress bar per split while building."""

@@ -82,7 +82,10 @@ class Predictor:
         if self._compiled is not None:
             return 0.0
         start = time.perf_counter()
-        batch = lambda *shape: jax.ShapeDtypeStruct((self.batch_size,) + shape, jnp.float32)
+
+        def batch(*shape):
+            return jax.ShapeDtypeStruct((self.batch_size,) + shape, jnp.float32)
+
         forward = jax.jit(functools.partial(_forward, self.model))
         self._compiled = forward.lower(self.variables, batch(CROP_SIZE, CROP_SIZE, 3), batch(2), batch(),
                                        batch(2)).compile()

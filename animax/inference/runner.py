@@ -112,7 +112,11 @@ class _Run:
                 self.fail(job, f"{job.path}: box {k} {list(box)}: {problem}", [k])
                 continue
             start = time.perf_counter()
-            loaded.animals.append((k, prepare(image, box)))
+            try:
+                loaded.animals.append((k, prepare(image, box)))
+            except Exception as e:            # a box the crop cannot handle fails alone
+                self.fail(job, f"{job.path}: box {k} {list(box)}: cannot crop ({type(e).__name__}: {e})", [k])
+                continue
             loaded.preprocess_s.append(time.perf_counter() - start)
         self.add_time("preprocess", sum(loaded.preprocess_s))
         return loaded

@@ -36,7 +36,7 @@ def train_source(config, body: SMALModel):
     if config.data.name == INLINE:
         return SyntheticQuadrupeds(body, local, seed=config.seed, shard_index=jax.process_index(),
                                    shard_count=jax.process_count(), gt_fraction=config.data.gt_fraction)
-    return _dataset_source(config, body, split=config.data.train_split, batch_size=local, train=True)
+    return _dataset_source(config, split=config.data.train_split, batch_size=local, train=True)
 
 
 def eval_batches(config, body: SMALModel):
@@ -50,7 +50,7 @@ def eval_batches(config, body: SMALModel):
                                      shard_index=jax.process_index(), shard_count=jax.process_count(),
                                      num_batches=num_batches)
     else:
-        source = _dataset_source(config, body, split=config.data.eval_split, batch_size=local, train=False)
+        source = _dataset_source(config, split=config.data.eval_split, batch_size=local, train=False)
     limit = config.data.eval_examples
     seen = 0
     for batch in source:
@@ -73,13 +73,24 @@ def _pad(batch: dict, size: int) -> dict:
     return {k: np.concatenate([v, np.zeros((size - rows, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
 
 
-def _dataset_source(config, body, split, batch_size, train):
-    """An animax.data pipeline (TFDS + grain) for one split of `config.data`."""
-    try:
-        from animax import data as data_lib
-    except ImportError as e:
-        raise ValueError(f"config.data.name={config.data.name!r} needs animax.data, which is not available "
-                         f"({e}); use data.name={INLINE!r} for the in-memory synthetic source") from e
-    return data_lib.make_iterator(config.data, split=split, batch_size=batch_size, train=train,
-                                  seed=config.seed, shard_index=jax.process_index(),
-                                  shard_count=jax.process_count(), smal=body)
+def _dataset_source(config, split, batch_size, train):
+    """A grain iterator over a built animax.data dataset (`config.data.name` in `config.data.root`).
+
+    Training: shuffled, endless, augmented per `config.data.augment`; its state (bytes) is
+    checkpointed. Evaluation: one pass in order, the last batch short (padded by the caller).
+    """
+    import grain.python as grain
+
+    from animax import data as data_lib  # TFDS and grain are only needed for real datasets
+
+    if not config.data.root:
+        raise ValueError(f"config.data.root must name the folder {config.data.name!r} was built into "
+                         "(python -m animax.data.build ... --data_dir ROOT)")
+    source = data_lib.open_source(config.data.name, split, config.data.root)
+    sharded = jax.process_count() > 1
+    loader = data_lib.make_loader(
+        [source], batch_size=batch_size, seed=config.seed,
+        augment=data_lib.AugmentConfig() if train and config.data.augment else None,
+        worker_count=config.data.worker_count, num_epochs=None if train else 1, shuffle=train,
+        drop_remainder=train, shard_options=grain.ShardByJaxProcess() if sharded else None)
+    return iter(loader)

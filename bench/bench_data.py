@@ -1,0 +1,140 @@
+"""Training input throughput: decoded, augmented 256x256 examples per second per worker.
+
+Builds a small Animal3D-format dataset of 640x480 JPEGs (AniMer's horse photo when
+../shared/data is present, a synthetic texture otherwise) with masks and boxes of 120-480
+pixels, then times each stage of one example on one core and the whole in-process grain
+loader (one worker's work). Target: at least 100 examples per second per core. Each row
+has wall-clock time and the process's CPU time: on a shared machine the wall clock also
+counts time spent waiting for a core, and CPU time is what one worker costs a core.
+Prints a table and writes bench/results/bench_data.json.
+
+    python bench/bench_data.py [--examples 64] [--batch 32] [--batches 8] [--workers 0 2]
+"""
+
+import argparse
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from animax.data import AugmentConfig, make_loader, open_source, prepare_example
+from animax.data.augment import crop_example, sample_augmentation
+from animax.data.build import build
+from animax.data.pipeline import decode_example
+from common import report, time_call
+
+HORSE = Path(__file__).resolve().parents[2] / "shared" / "data" / "animer_examples" / "000000015956_horse.png"
+WIDTH, HEIGHT = 640, 480
+TARGET_PER_CORE = 100.0
+
+
+def source_image(rng):
+    """uint8 [480, 640, 3]: the horse photo, or smooth coloured noise with JPEG-like detail."""
+    if HORSE.is_file():
+        return np.asarray(Image.open(HORSE).convert("RGB").resize((WIDTH, HEIGHT)))
+    coarse = Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).resize((WIDTH, HEIGHT), Image.BICUBIC)
+    return np.clip(np.asarray(coarse, np.float64) + rng.normal(0, 12, (HEIGHT, WIDTH, 3)), 0, 255).astype(np.uint8)
+
+
+def write_dataset(root: Path, count: int):
+    """An Animal3D-format folder of `count` 640x480 JPEG examples with masks."""
+    rng = np.random.default_rng(0)
+    image = source_image(rng)
+    records = []
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(count):
+        size = rng.uniform(120, 480)
+        x, y = rng.uniform(0, WIDTH - size), rng.uniform(0, HEIGHT - size * 0.8)
+        shifted = np.roll(image, (int(rng.integers(HEIGHT)), int(rng.integers(WIDTH))), (0, 1))
+        Image.fromarray(shifted).save(root / f"images/{i}.jpg", quality=90)
+        mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+        mask[int(y):int(y + size * 0.8), int(x):int(x + size)] = 255
+        Image.fromarray(mask).save(root / f"masks/{i}.png")
+        keypoints = np.stack([rng.uniform(x, x + size, 26), rng.uniform(y, y + size * 0.8, 26), np.ones(26)], -1)
+        records.append({"img_path": f"images/{i}.jpg", "mask_path": f"masks/{i}.png",
+                        "bbox": [x, y, size, size * 0.8], "keypoint_2d": keypoints.tolist(),
+                        "keypoint_3d": rng.normal(0, 0.3, (26, 3)).tolist(), "pose": rng.normal(0, 0.2, 105).tolist(),
+                        "shape": rng.normal(0, 1, 41).tolist(), "trans": [0, 0, 10], "supercategory": 2})
+    (root / "train.json").write_text(json.dumps({"data": records}))
+
+
+def cpu_seconds(fn, calls):
+    """CPU seconds of this process (all its threads) per call of fn, over `calls` calls."""
+    start = time.process_time()
+    for _ in range(calls):
+        fn()
+    return (time.process_time() - start) / calls
+
+
+def loader_seconds(source, batch, batches, workers):
+    """(wall, CPU of this process) seconds per example of the grain loader, after a warm-up batch."""
+    iterator = iter(make_loader([source], batch_size=batch, seed=0, worker_count=workers))
+    next(iterator)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        next(iterator)
+    count = batch * batches
+    return (time.perf_counter() - wall) / count, (time.process_time() - cpu) / count
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0],
+                        help="loader worker processes to time (0 = in-process: one worker's rate)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_dataset(tmp / "src", args.examples)
+        build("animal3d", tmp / "src", tmp / "data", progress=False)
+        source = open_source("animal3d", "train", tmp / "data")
+        examples = [source[i] for i in range(len(source))]
+        decoded = [decode_example(e) for e in examples]
+        rng = np.random.default_rng(0)
+        augmentations = [sample_augmentation(rng, AugmentConfig()) for _ in examples]
+        counter = iter(range(10**9))
+
+        def one(fn):
+            return lambda: fn(next(counter) % len(examples))
+
+        stages = {
+            "read record (array_record)": one(lambda i: source[i]),
+            "decode JPEG + mask PNG": one(lambda i: decode_example(examples[i])),
+            "augment + crop (RGB + mask warp)": one(lambda i: crop_example(decoded[i], examples[i], augmentations[i])),
+            "whole example (decode + augment + crop)": one(lambda i: prepare_example(examples[i], augmentations[i])),
+        }
+        rows = []
+        for stage, fn in stages.items():
+            wall = time_call(fn, warmup=len(examples) // 4, repeats=2 * len(examples))
+            cpu = cpu_seconds(fn, 2 * len(examples))
+            rows.append({"stage": stage, "wall_ms": 1e3 * wall, "cpu_ms": 1e3 * cpu,
+                         "per_s_wall": 1.0 / wall, "per_cpu_s": 1.0 / cpu})
+        for workers in args.workers:
+            wall, cpu = loader_seconds(source, args.batch, args.batches, workers)
+            # With worker processes this process only gathers batches: its CPU time is not theirs.
+            rows.append({"stage": f"grain loader, {workers} worker processes" if workers else
+                         "grain loader, in-process (one worker)", "wall_ms": 1e3 * wall,
+                         "per_s_wall": 1.0 / wall, "cpu_ms": None if workers else 1e3 * cpu,
+                         "per_cpu_s": None if workers else 1.0 / cpu})
+        image_note = "AniMer horse photo" if HORSE.is_file() else "synthetic texture"
+        load = os.getloadavg()[0]
+        report("bench_data", rows, ["stage", "wall_ms", "cpu_ms", "per_s_wall", "per_cpu_s"],
+               extra={"images": f"{args.examples} JPEGs 640x480 q90 ({image_note}), boxes 120-480 px",
+                      "target_per_core": TARGET_PER_CORE, "load_average": load, "cpus": os.cpu_count()})
+        loader = next(r for r in rows if r["stage"].startswith("grain loader, in-process"))
+        print(f"one worker: {loader['per_cpu_s']:.0f} examples per CPU-second, {loader['per_s_wall']:.0f} per "
+              f"wall-clock second (target {TARGET_PER_CORE:.0f} per core); load average {load:.1f} on "
+              f"{os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Losses, metrics, LoRA, optimizer labels and FSDP placement as specifications (no model compiles)."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from animax.train import losses, lora, metrics, optim
+from animax.train.sharding import fsdp_spec
+from animax.train.synthetic import SyntheticQuadrupeds
+from configs import synthetic_tiny
+
+
+def test_keypoint_losses_follow_animer():
+    rng = np.random.default_rng(0)
+    pred3, gt3 = rng.normal(size=(2, 26, 3)), np.concatenate([rng.normal(size=(2, 26, 3)), rng.random((2, 26, 1))], -1)
+    # Root-relative (keypoint 0), confidence-weighted L1, summed over everything.
+    expected = np.sum(gt3[..., 3:] * np.abs((pred3 - pred3[:, :1]) - (gt3[..., :3] - gt3[:, :1, :3])))
+    np.testing.assert_allclose(losses.keypoints_3d_loss(pred3, gt3), expected, rtol=1e-6)
+    # A common translation does not change it.
+    np.testing.assert_allclose(losses.keypoints_3d_loss(pred3 + 5.0, gt3), expected, rtol=1e-5)
+    pred2, gt2 = rng.normal(size=(2, 26, 2)), np.concatenate([rng.normal(size=(2, 26, 2)), rng.random((2, 26, 1))], -1)
+    np.testing.assert_allclose(losses.keypoints_2d_loss(pred2, gt2),
+                               np.sum(gt2[..., 2:] * np.abs(pred2 - gt2[..., :2])), rtol=1e-6)
+
+
+def test_parameter_losses_count_only_samples_with_ground_truth():
+    pred, gt = jnp.ones((3, 4)), jnp.zeros((3, 4))
+    assert losses.masked_squared_error(pred, gt, jnp.array([1.0, 0.0, 1.0])) == 8.0
+    # Priors: mean over the samples they apply to, 0 when none.
+    assert losses.masked_mean(jnp.array([2.0, 4.0, 9.0]), jnp.array([1.0, 1.0, 0.0])) == 3.0
+    assert losses.masked_mean(jnp.array([2.0]), jnp.array([0.0])) == 0.0
+
+
+def _supcon_reference(features, labels, temperature=0.1, base_temperature=0.07):
+    """AniMer's SupConLoss (two identical views, 'all' anchors), in float64 numpy."""
+    f = np.concatenate([features, features]).astype(np.float64)
+    lab = np.concatenate([labels, labels])
+    n = len(f)
+    logits = f @ f.T / temperature
+    logits -= logits.max(1, keepdims=True)
+    logits_mask = 1 - np.eye(n)
+    mask = (lab[:, None] == lab[None]).astype(float) * logits_mask
+    log_prob = logits - np.log((np.exp(logits) * logits_mask).sum(1, keepdims=True))
+    pos = np.where(mask.sum(1) < 1e-6, 1, mask.sum(1))
+    return np.mean(-(temperature / base_temperature) * (mask * log_prob).sum(1) / pos)
+
+
+def test_supcon_matches_animer():
+    rng = np.random.default_rng(1)
+    features, labels = rng.normal(size=(6, 8)) * 0.3, np.array([0, 1, 0, 2, 1, 0])
+    np.testing.assert_allclose(losses.supcon_loss(jnp.asarray(features, jnp.float32), jnp.asarray(labels)),
+                               _supcon_reference(features, labels), rtol=1e-4)
+
+
+def test_pose_smoothness_is_zero_for_equal_rotations_and_gt_accepts_axis_angle():
+    same = jnp.broadcast_to(jnp.asarray(Rotation.from_rotvec([0.1, 0.2, 0.3]).as_matrix(), jnp.float32), (2, 35, 3, 3))
+    assert float(losses.pose_smoothness(same)) < 1e-10
+    aa = np.random.default_rng(2).normal(size=(2, 35, 3)) * 0.5
+    np.testing.assert_allclose(losses.gt_rotations(jnp.asarray(aa, jnp.float32)),
+                               Rotation.from_rotvec(aa.reshape(-1, 3)).as_matrix().reshape(2, 35, 3, 3), atol=1e-5)
+
+
+def test_pck_counts_hits_within_a_tenth_of_the_mask_scale():
+    gt = np.zeros((1, 4, 3), np.float32)
+    gt[..., 2] = [1, 1, 1, 0]                      # the last keypoint is not labelled
+    mask = np.zeros((1, 256, 256), np.float32)
+    mask[:, :100, :100] = 1                        # sqrt(area) = 100 px -> threshold 10 px
+    pred = np.zeros((1, 4, 2), np.float32)
+    pred[0, :, 0] = np.array([5, 9.9, 10.1, 50]) / 256   # in crop-normalised units
+    value, weight = metrics.pck(pred, gt, mask, np.ones(1), 0.1)
+    np.testing.assert_allclose(value, [2 / 3], rtol=1e-6)
+    assert weight[0] == 1
+
+
+def test_pa_mpjpe_ignores_similarity_transforms():
+    rng = np.random.default_rng(3)
+    gt = rng.normal(size=(2, 26, 3))
+    rot = Rotation.random(2, random_state=4).as_matrix()
+    pred = 1.7 * np.einsum("bij,bnj->bni", rot, gt) + 0.3
+    gt4 = np.concatenate([gt, np.ones((2, 26, 1))], -1).astype(np.float32)
+    error, weight = metrics.pa_mpjpe(jnp.asarray(pred, jnp.float32), gt4, jnp.ones(2))
+    assert np.all(np.asarray(error) < 1e-2) and np.all(weight == 1)   # mm, for unit-scale inputs
+    noisy, _ = metrics.pa_mpjpe(jnp.asarray(pred + rng.normal(size=pred.shape) * 0.01, jnp.float32), gt4, jnp.ones(2))
+    assert np.all(np.asarray(noisy) > 1.0)
+
+
+def test_lora_merge_starts_at_the_base_weights_and_adds_a_low_rank_update():
+    params = {"backbone": {"blocks": {"attn": {"qkv": {"kernel": jnp.ones((2, 6, 18))},
+                                               "proj": {"kernel": jnp.ones((2, 6, 6))}},
+                                      "mlp": {"fc1": {"kernel": jnp.ones((2, 6, 24))}}}}}
+    factors = lora.init_lora(params, 2, jax.random.PRNGKey(0))
+    assert set(factors) == {"backbone.blocks.attn.qkv", "backbone.blocks.attn.proj"}
+    assert factors["backbone.blocks.attn.qkv"]["a"].shape == (2, 6, 2)
+    jax.tree.map(np.testing.assert_array_equal, lora.merge(params, factors, 2.0), params)
+    factors["backbone.blocks.attn.qkv"]["b"] = jax.random.normal(jax.random.PRNGKey(1), (2, 2, 18))
+    merged = lora.merge(params, factors, 2.0)
+    delta = merged["backbone"]["blocks"]["attn"]["qkv"]["kernel"] - params["backbone"]["blocks"]["attn"]["qkv"]["kernel"]
+    assert np.linalg.matrix_rank(np.asarray(delta[0])) == 2
+    np.testing.assert_array_equal(merged["backbone"]["blocks"]["mlp"]["fc1"]["kernel"], 1.0)
+
+
+def test_weight_decay_only_on_kernels_and_frozen_sets():
+    trainable = {"params": {"backbone": {"pos_embed": 0, "blocks": {"norm1": {"scale": 0, "bias": 0},
+                                                                   "attn": {"qkv": {"kernel": 0, "bias": 0}}}},
+                            "smal_head": {"decpose": {"kernel": 0, "bias": 0}}},
+                 "lora": {"backbone.blocks.attn.qkv": {"a": 0, "b": 0}}}
+    labels = optim.leaf_labels(trainable, "full")
+    assert labels["params"]["backbone"]["blocks"]["attn"]["qkv"] == {"kernel": "decay", "bias": "no_decay"}
+    assert labels["params"]["backbone"]["pos_embed"] == "no_decay"
+    assert labels["params"]["backbone"]["blocks"]["norm1"] == {"scale": "no_decay", "bias": "no_decay"}
+    for frozen_set in ("frozen_backbone", "lora"):
+        labels = optim.leaf_labels(trainable, frozen_set)
+        assert set(jax.tree.leaves(labels["params"]["backbone"])) == {"frozen"}
+        assert labels["params"]["smal_head"]["decpose"]["kernel"] == "decay"
+        assert labels["lora"]["backbone.blocks.attn.qkv"]["a"] == "no_decay"
+
+
+def test_optimizer_leaves_frozen_parameters_and_skips_decay_off_kernels():
+    config = synthetic_tiny.get_config()
+    config.trainable = "frozen_backbone"
+    config.optim.update(warmup_steps=0, learning_rate=0.1, weight_decay=0.5)
+    params = {"backbone": {"proj": {"kernel": jnp.ones(3)}}, "smal_head": {"fc": {"kernel": jnp.ones(3), "bias": jnp.ones(3)}}}
+    trainable = {"params": params, "lora": {}}
+    tx = optim.make_optimizer(config, trainable)
+    zero_grads = jax.tree.map(jnp.zeros_like, trainable)
+    updates, _ = tx.update(zero_grads, tx.init(trainable), trainable)
+    np.testing.assert_array_equal(updates["params"]["backbone"]["proj"]["kernel"], 0.0)   # frozen
+    np.testing.assert_array_equal(updates["params"]["smal_head"]["fc"]["bias"], 0.0)      # no decay
+    assert np.all(np.asarray(updates["params"]["smal_head"]["fc"]["kernel"]) < 0)         # decayed
+
+
+def test_fsdp_splits_the_largest_divisible_axis():
+    assert fsdp_spec((3, 1280, 3840), 4) == jax.sharding.PartitionSpec(None, None, "fsdp")
+    assert fsdp_spec((32, 1280, 5), 4) == jax.sharding.PartitionSpec(None, "fsdp")
+    assert fsdp_spec((3, 5), 4) == jax.sharding.PartitionSpec()
+    assert fsdp_spec((1280,), 1) == jax.sharding.PartitionSpec()
+
+
+def test_synthetic_source_is_deterministic_and_resumable():
+    from animax.smal import load_smal
+
+    body = load_smal(None)
+    a = SyntheticQuadrupeds(body, 2, seed=5)
+    next(a)
+    state = a.get_state()
+    second = next(a)
+    b = SyntheticQuadrupeds(body, 2, seed=5)
+    b.set_state(state)
+    resumed = next(b)
+    for key in second:
+        np.testing.assert_array_equal(second[key], resumed[key])
+    assert second["image"].shape == (2, 256, 256, 3) and second["pose"].shape == (2, 35, 3, 3)
+    visible = second["keypoints_2d"][..., 2] > 0
+    assert np.all(np.abs(second["keypoints_2d"][..., :2][visible]) <= 0.5)

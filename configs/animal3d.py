@@ -7,6 +7,7 @@ change a few fields. Model knobs: animax/models/config.py (via configs/animer_vi
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from configs import animer_vith
 
@@ -19,10 +20,10 @@ def get_config():
     # ---- data (animax/data; "synthetic_inline" = the in-memory source of animax/train/synthetic.py)
     data = config.data = ml_collections.ConfigDict()
     data.name = "animal3d"              # dataset: "animal3d", "horse10", "synthetic_quadruped", "synthetic_inline"
-    data.root = None                    # dataset directory (the TFDS data_dir / raw files); None = dataset default
+    data.root = placeholder(str)        # folder the dataset was built into (python -m animax.data.build ... --data_dir)
     data.train_split = "train"
     data.eval_split = "test"            # held-out split for PCK / PA-MPJPE
-    data.eval_examples = 512            # evaluate on the first N held-out examples (None: the whole split)
+    data.eval_examples = placeholder(int)  # evaluate on the first N held-out examples (unset: the whole split)
     data.augment = True                 # AniMer's augmentation (scale 0.3, rot 30 deg @0.6, trans 0.02 @0.5, colour 0.2)
     data.gt_fraction = 1.0              # synthetic_inline only: share of examples with SMAL parameter GT
     data.worker_count = 4               # grain worker processes per host (0 = in-process)
@@ -35,6 +36,7 @@ def get_config():
     config.num_train_steps = 200_000
     config.log_every_steps = 50         # train metrics to JSONL / TensorBoard / progress bar
     config.eval_every_steps = 1000      # held-out PCK@0.1 and PA-MPJPE; a checkpoint with metrics follows
+    config.eval_at_start = True         # also evaluate the initial state (step 0: the curves' starting point)
     config.max_nonfinite_steps = 20     # stop after this many consecutive non-finite steps (each is skipped)
 
     # ---- checkpoints (WORKDIR/checkpoints; a run resumes from the latest automatically)
@@ -49,7 +51,7 @@ def get_config():
     # ---- initialisation
     init = config.init = ml_collections.ConfigDict()
     init.kind = "animer"                # "scratch", "backbone" (converted ViTPose backbone.pth) or "animer"
-    init.path = None                    # converted checkpoint directory (convert_weights.py output)
+    init.path = placeholder(str)        # converted checkpoint directory (convert_weights.py output); needed unless scratch
 
     # ---- what trains
     config.trainable = "full"           # "full", "frozen_backbone", or "lora" (adapters on ViT qkv/proj + heads)
@@ -91,6 +93,6 @@ def get_config():
     weights.fused_l2 = 0.0              # seed: ||fused_features||^2
     loss.supcon_temperature = 0.1       # AniMer
     loss.supcon_base_temperature = 0.07 # AniMer
-    loss.shape_prior_path = None        # my_smpl_data_00781_4_all.pkl; None = the shape prior term is 0
-    loss.pose_prior_path = None         # walking_toy_symmetric_pose_prior_with_cov_35parts.pkl; None = 0
+    loss.shape_prior_path = placeholder(str)  # my_smpl_data_00781_4_all.pkl; unset: the shape-prior term is 0
+    loss.pose_prior_path = placeholder(str)   # walking_toy_symmetric_pose_prior_with_cov_35parts.pkl; unset: 0
     return config

@@ -16,7 +16,7 @@ def get_config():
     config.name = "horse10_finetune"
     config.data.name = "horse10"
     config.data.eval_split = "test"
-    config.data.eval_examples = None      # the whole held-out split
+    # data.eval_examples stays unset: the whole held-out split.
 
     config.init.kind = "animer"
     config.trainable = "lora"             # adapters on the ViT attention; heads train fully
@@ -35,7 +35,7 @@ def get_config():
     weights.betas_l2 = 1e-4
     weights.pose_smoothness = 1e-3
     weights.fused_l2 = 1e-5
-    config.loss.shape_prior_path = None   # e.g. .../my_smpl_data_00781_4_all.pkl
-    config.loss.pose_prior_path = None    # e.g. .../walking_toy_symmetric_pose_prior_with_cov_35parts.pkl
+    # Set config.loss.shape_prior_path / pose_prior_path to the SMAL prior files: without 3D
+    # labels the priors are what keeps shape and pose plausible.
     config.checkpoint.best_metric = "pck@0.1"
     return config

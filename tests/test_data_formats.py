@@ -41,6 +41,20 @@ def test_dlc_csv_layouts_read_the_same_labels(dlc):
             np.testing.assert_allclose(frame.xy, expected["points"][frame.image], equal_nan=True)
 
 
+def test_dlc_multi_animal_csv_gives_one_frame_per_individual(tmp_path):
+    path = tmp_path / "CollectedData_me.csv"
+    path.write_text("scorer,me,me,me,me,me,me\n"
+                    "individuals,a,a,a,b,b,b\n"
+                    "bodyparts,Nose,Nose,Nose,Nose,Nose,Nose\n"
+                    "coords,x,y,likelihood,x,y,likelihood\n"
+                    "labeled-data/v/img0.png,1.5,2.5,0.9,,,\n")
+    frames = read_labels(path)
+    assert [(f.image, f.individual) for f in frames] == [("labeled-data/v/img0.png", "a"),
+                                                         ("labeled-data/v/img0.png", "b")]
+    np.testing.assert_allclose(frames[0].xy, [[1.5, 2.5]])
+    assert np.isnan(frames[1].xy).all()
+
+
 def test_horse10_maps_parts_and_skips_bad_rows(dlc, tmp_path):
     root, expected = dlc
     report = build("horse10", root, tmp_path, progress=False)

@@ -30,6 +30,7 @@ from conftest import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 HORSE = SHARED_DATA / "animer_examples" / "000000015956_horse.png"
+EXAMPLE = REPO / "examples" / "standin_quadruped.png"            # README's demo input
 BATCH = 4
 
 
@@ -60,14 +61,15 @@ def error_lines(lines):
     return [line for line in lines if line.startswith("error:")]
 
 
-# One CLI run over a folder, a glob, a missing path and an empty folder, with a COCO boxes file.
+# One CLI run over a folder, a glob, a missing path, an empty folder and the bundled example,
+# with a COCO boxes file.
 EXIF_UPRIGHT = (200, 120)            # (H, W) after honouring the EXIF orientation
 EXIF_BOX = (10.0, 100.0, 110.0, 190.0)
 MULTI_BOXES_XYWH = [[10, 20, 120, 90], [60, 40, 100, 100], [30, 30, 0, 50], [1000, 10, 50, 50]]
 
 
 def write_images(folder):
-    """The awkward formats (decodable), two broken files; returns their (W, H) by name."""
+    """The awkward formats, two broken files and a non-image; returns the EXIF image upright."""
     rgb = smooth_image(120, 160, seed=1)
     Image.fromarray(rgb).save(folder / "rgb.jpg", quality=95)
     Image.fromarray(rgb).save(folder / "plain.png")
@@ -83,6 +85,7 @@ def write_images(folder):
     exif[0x0112] = 6
     Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(folder / "exif.jpg", quality=95, exif=exif)
     Image.fromarray(smooth_image(150, 200, seed=3)).save(folder / "multi.png")
+    Image.fromarray(smooth_image(50, 50, seed=4)).save(folder / "no_animal.png")    # listed with no boxes
     encoded = io.BytesIO()
     Image.fromarray(rgb).save(encoded, "JPEG")
     (folder / "truncated.jpg").write_bytes(encoded.getvalue()[: len(encoded.getvalue()) // 2])
@@ -102,22 +105,24 @@ def batch_run(tmp_path_factory):
     for k, name in enumerate(("g1.png", "g2.png", "g3.jpg")):
         Image.fromarray(smooth_image(100, 100, seed=10 + k)).save(more / name)
     (root / "empty").mkdir()
-    whole = {"rgb.jpg": [[0, 0, 160, 120]], "plain.png": [[0, 0, 160, 120]], "grey.png": [[20, 10, 100, 100]],
+    single = {"rgb.jpg": [[0, 0, 160, 120]], "plain.png": [[0, 0, 160, 120]], "grey.png": [[20, 10, 100, 100]],
              "rgba.png": [[0, 0, 160, 120]], "palette.png": [[0, 0, 160, 120]], "cmyk.jpg": [[0, 0, 160, 120]],
              "deep.png": [[0, 0, 160, 120]], "truncated.jpg": [[0, 0, 10, 10]], "text.jpg": [[0, 0, 10, 10]],
-             "g1.png": [[0, 0, 100, 100]], "g2.png": [[10, 10, 80, 80]]}
+             "g1.png": [[0, 0, 100, 100]], "g2.png": [[10, 10, 80, 80]], "no_animal.png": [],
+             "standin_quadruped.png": [[0, 0, 640, 480]]}
     x1, y1, x2, y2 = EXIF_BOX
-    boxes = {**whole, "exif.jpg": [[x1, y1, x2 - x1, y2 - y1]], "multi.png": MULTI_BOXES_XYWH}
+    boxes = {**single, "exif.jpg": [[x1, y1, x2 - x1, y2 - y1]], "multi.png": MULTI_BOXES_XYWH}
     (root / "boxes.json").write_text(json.dumps({"format": "xywh", "boxes": boxes}))
     out = root / "out"
     (out / "multi_2").mkdir(parents=True)           # an earlier run's output for an animal that now fails
     (out / "multi_2" / "result.json").write_text("{}")
-    code, lines = run_cli(["--input", folder, more / "*.png", root / "missing.jpg", root / "empty",
+    code, lines = run_cli(["--input", folder, more / "*.png", root / "missing.jpg", root / "empty", EXAMPLE,
                            "--boxes", root / "boxes.json", "--out_dir", out, "--batch-size", BATCH, "--workers", 2])
     return SimpleNamespace(code=code, lines=lines, out=out, root=root, folder=folder, upright=upright)
 
 
-EXPORTED = ["rgb", "plain", "grey", "rgba", "palette", "cmyk", "deep", "exif", "multi_0", "multi_1", "g1", "g2"]
+EXPORTED = ["rgb", "plain", "grey", "rgba", "palette", "cmyk", "deep", "exif", "multi_0", "multi_1", "g1", "g2",
+            "standin_quadruped"]
 
 
 def test_run_reports_each_failure_in_one_line_and_exits_nonzero(batch_run):

@@ -5,7 +5,6 @@ Runs use `small_config()`: the synthetic_tiny config with an even smaller model,
 compile takes seconds. Subprocess runs share a persistent compilation cache.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -34,7 +32,7 @@ SMALL_FLAGS = [
     # One schedule length everywhere (it is a constant of the compiled step, and the runs
     # share a compilation cache); runs end with --stop_after_steps instead.
     "--config.num_train_steps=1000", "--config.eval_every_steps=100000", "--config.checkpoint.every_steps=1000",
-    "--config.log_every_steps=1",
+    "--config.log_every_steps=1", "--config.eval_at_start=False",
 ]
 
 

@@ -2,9 +2,7 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import pytest
 from scipy.spatial.transform import Rotation
 
 from animax.train import losses, lora, metrics, optim

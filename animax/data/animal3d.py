@@ -85,7 +85,7 @@ class Animal3d(AnimaxBuilder):
         bbox = np.array([x, y, x + w, y + h], np.float32)
         check_example(image_id, size, bbox, keypoints_2d, keypoint_3d=keypoints_3d, pose=pose,
                       shape=betas, trans=trans)
-        return record.file, features.make_example(
+        return features.make_example(
             image=image, image_id=image_id, bbox=bbox, keypoints_2d=keypoints_2d,
             keypoints_3d=keypoints_3d, betas=betas, pose=pose, trans=trans, mask=mask,
             family=features.family_index(data.get("supercategory")))

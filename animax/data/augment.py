@@ -114,7 +114,7 @@ def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZ
         keypoints_2d, keypoints_3d = keypoints_2d[KEYPOINT_MIRROR], keypoints_3d[KEYPOINT_MIRROR]
     return {
         "image": normalize(rgb),
-        "mask": crop_mask.astype(np.float32),
+        "mask": crop_mask,
         "keypoints_2d": keypoints_2d,
         "keypoints_3d": keypoints_3d,
         "pose": pose.astype(np.float32),

@@ -81,8 +81,8 @@ class AnimaxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         unusable annotation files found on the way go to `skip`."""
 
     @abc.abstractmethod
-    def _example(self, record) -> tuple[str, dict]:
-        """(unique key, `features.make_example(...)`) for one record; raises BadExample."""
+    def _example(self, record) -> dict:
+        """`features.make_example(...)` of one record; raises BadExample."""
 
     def skip(self, split, file, reason, detail=""):
         self.skipped.append(Skipped(split, str(file), reason, detail))
@@ -96,7 +96,7 @@ class AnimaxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         pass
 
     def _try_example(self, split, record):
-        """(key, example) of a record, or None after noting why it was skipped."""
+        """The example of a record, or None after noting why it was skipped."""
         try:
             return self._example(record)
         except BadExample as e:
@@ -106,15 +106,16 @@ class AnimaxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return None
 
     def _generate_examples(self, split, records, start, first):
-        """Yields `first` (the example of records[start]) and those of the records after it."""
-        yield first
+        """Yields (key, example) for `first` (the example of records[start]) and the records
+        after it. The key is the record's position: unique even where a source repeats ids."""
+        yield str(start), first
         skipped_before = len(self.skipped)
         bar = tqdm(records[start + 1:], desc=f"{self.name} {split}", unit="ex", initial=start + 1,
                    total=len(records), disable=not self.progress)
-        for record in bar:
+        for index, record in enumerate(bar, start=start + 1):
             example = self._try_example(split, record)
             if example is not None:
-                yield example
+                yield str(index), example
             bar.set_postfix(skipped=len(self.skipped) - skipped_before, refresh=False)
 
 

@@ -49,12 +49,14 @@ class CocoKeypoints(AnimaxBuilder):
         self.annotations = annotations
         self.image_dir = image_dir
         self.split_index = split_index
-        self.fixed_map = load_keypoint_map(keypoint_map) if keypoint_map else None
+        self.keypoint_map_name = keypoint_map
         self.box_margin = box_margin
         self.family = family
         self._maps: dict[tuple[str, ...], KeypointMap] = {}
 
     def _split_records(self, manual_dir):
+        # Loaded here, not in __init__: reading a built dataset also constructs the builder.
+        self.fixed_map = load_keypoint_map(self.keypoint_map_name) if self.keypoint_map_name else None
         splits = {}
         for split, path in find_annotation_splits(manual_dir, self.annotations, self.split_index).items():
             path = Path(path)
@@ -116,9 +118,8 @@ class CocoKeypoints(AnimaxBuilder):
         else:
             bbox = box_from_keypoints(keypoints_2d, self.box_margin)
         check_example(image_id, size, bbox, keypoints_2d)
-        return image_id, features.make_example(image=image, image_id=image_id, bbox=bbox,
-                                               keypoints_2d=keypoints_2d,
-                                               family=self._family(record.category))
+        return features.make_example(image=image, image_id=image_id, bbox=bbox,
+                                     keypoints_2d=keypoints_2d, family=self._family(record.category))
 
     def _family(self, category) -> int:
         """The fixed family, else the category's supercategory (AP-10K's are families), else its name."""

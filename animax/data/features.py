@@ -84,6 +84,8 @@ def family_index(family) -> int:
     if isinstance(family, (int, np.integer)):
         return int(family) if 0 <= family < len(FAMILY_NAMES) else UNKNOWN_FAMILY
     name = str(family).strip().lower()
+    if name.isdigit():
+        return family_index(int(name))
     return FAMILY_NAMES.index(name) if name in FAMILY_NAMES else UNKNOWN_FAMILY
 
 

@@ -46,7 +46,7 @@ class Horse10(AnimaxBuilder):
     def __init__(self, *, keypoint_map="horse10", split_file=None, split_seed=1,
                  train_fraction=1 / 3, box_margin=0.1, family="equidae", **kwargs):
         super().__init__(**kwargs)
-        self.keypoint_map = load_keypoint_map(keypoint_map)
+        self.keypoint_map_name = keypoint_map
         self.split_file = split_file
         self.split_seed = split_seed
         self.train_fraction = train_fraction
@@ -54,6 +54,8 @@ class Horse10(AnimaxBuilder):
         self.family = features.family_index(family)
 
     def _split_records(self, manual_dir):
+        # Loaded here, not in __init__: reading a built dataset also constructs the builder.
+        self.keypoint_map = load_keypoint_map(self.keypoint_map_name)
         labeled = manual_dir / "labeled-data"
         if not labeled.is_dir():
             raise FileNotFoundError(f"{labeled}: no labeled-data folder in the DeepLabCut project")
@@ -122,5 +124,5 @@ class Horse10(AnimaxBuilder):
                              "" if not labelled.any() else "none of the labelled parts maps to SMAL")
         bbox = box_from_keypoints(keypoints_2d, self.box_margin)
         check_example(image_id, size, bbox, keypoints_2d)
-        return image_id, features.make_example(image=image, image_id=image_id, bbox=bbox,
-                                               keypoints_2d=keypoints_2d, family=self.family)
+        return features.make_example(image=image, image_id=image_id, bbox=bbox,
+                                     keypoints_2d=keypoints_2d, family=self.family)

@@ -3,9 +3,10 @@
 AniMer draws training examples from Animal3D, CtrlAni3D and 2D sets with per-dataset
 weights. Here the mixture is a fixed table, so grain's sampler can shuffle, shard and
 checkpoint it like any source: slot i reads record `record[i]` of source `choice[i]`.
-Source k fills round(w_k * length) slots (w normalised), cycling through fresh seeded
-permutations of its records. The default length is the smallest for which every source
-is read whole at least once, so no record is dropped and small sources repeat.
+The length is the smallest for which every source is read whole at least once: source k
+fills round(w_k * length) >= len_k slots (w normalised), first with all its records in
+order, then with seeded random permutations of them. So no record is dropped, smaller
+sources repeat, and a single source is read as it is (an evaluation pass stays in order).
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ class MixtureSource:
     """Random access over `sources` mixed by `weights`; records come back as
     `(source index, record)` pairs."""
 
-    def __init__(self, sources: Sequence, weights: Sequence[float], seed: int = 0,
-                 length: int | None = None):
+    def __init__(self, sources: Sequence, weights: Sequence[float], seed: int = 0):
         weights = np.asarray(weights, np.float64)
         if len(weights) != len(sources) or (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"need one non-negative weight per source, not all 0; got {weights}")
         lengths = [len(s) for s in sources]
         weights = weights / weights.sum()
-        if length is None:
-            length = max(math.ceil(n / w) for n, w in zip(lengths, weights) if w > 0)
+        length = max(math.ceil(n / w) for n, w in zip(lengths, weights) if w > 0)
         counts = _apportion(length, weights)
         rng = np.random.default_rng(seed)
         self.sources = list(sources)
@@ -55,10 +54,12 @@ def _apportion(total: int, weights: np.ndarray) -> np.ndarray:
 
 
 def _cycle(rng, num_records: int, count: int) -> np.ndarray:
-    """`count` record indices: whole permutations of range(num_records), one after another."""
+    """`count` (>= num_records, or 0) record indices: range(num_records) in order, then
+    random permutations of it."""
     if count == 0:
         return np.zeros(0, np.int64)
     if num_records == 0:
         raise ValueError("a source with a positive weight has no records")
     repeats = -(-count // num_records)
-    return np.concatenate([rng.permutation(num_records) for _ in range(repeats)])[:count]
+    passes = [np.arange(num_records)] + [rng.permutation(num_records) for _ in range(repeats - 1)]
+    return np.concatenate(passes)[:count]

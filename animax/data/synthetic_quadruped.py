@@ -99,7 +99,7 @@ class SyntheticQuadruped(AnimaxBuilder):
         check_example(record.file, (self.height, self.width), bbox, keypoints_2d)
         encoded = io.BytesIO()
         Image.fromarray(image).save(encoded, format="JPEG", quality=92)
-        return record.file, features.make_example(
+        return features.make_example(
             image=encoded.getvalue(), image_id=record.file, bbox=bbox, keypoints_2d=keypoints_2d,
             keypoints_3d=keypoints_3d, betas=betas, pose=pose, trans=trans,
             mask=features.encode_png(raster.mask.astype(np.uint8) * 255), family=family)

@@ -65,8 +65,8 @@ def crop_transform(center, size, out_size=CROP_SIZE, rotation_deg=0.0, flip=Fals
     """2x3 matrix mapping output pixel (x, y) to source pixel coordinates.
 
     The box centre lands on output pixel (out_size/2, out_size/2), integer coordinates are
-    pixel centres (OpenCV's convention), the crop is rotated by `rotation_deg` (counter-clockwise
-    in the output, as AniMer's augmentation) and mirrored horizontally when `flip`.
+    pixel centres (OpenCV's convention). With `rotation_deg` > 0 the content appears turned
+    clockwise on screen (y down) in the output; `flip` mirrors the output horizontally.
     """
     scale = size / out_size
     theta = np.deg2rad(rotation_deg)

@@ -36,4 +36,8 @@ def init_variables(model: Pipeline, seed: int = 0, batch: int = 1, exclude=()):
         variables = model.clone(body_model=body).init(rng, images)
         return {c: {k: v for k, v in tree.items() if k not in exclude} for c, tree in variables.items()}
 
-    return jax.jit(init)(jax.random.PRNGKey(seed), model.body_model)
+    rng = jax.random.PRNGKey(seed)
+    # Initialisation runs once: an unoptimised compile is several times faster and gives the same values.
+    compiled = jax.jit(init).lower(rng, model.body_model).compile(
+        compiler_options={"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
+    return compiled(rng, model.body_model)

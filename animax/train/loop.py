@@ -123,8 +123,10 @@ class Trainer:
         window, lagged = [], None
         bar = tqdm(total=config.num_train_steps, initial=start, disable=jax.process_index() != 0,
                    dynamic_ncols=True, unit="step")
-        window_start, window_steps = time.perf_counter(), 0
         try:
+            if start == 0 and config.eval_at_start:
+                writer.write(0, "eval", self.evaluate(state))
+            window_start, window_steps = time.perf_counter(), 0
             last = min(config.num_train_steps, self.stop_after or config.num_train_steps)
             for step in range(start + 1, last + 1):   # `step`: state.step after the update
                 state, metrics = self.train_step(state, self.batch(next(source), input_lib.TRAIN_KEYS), self.smal)
@@ -147,7 +149,9 @@ class Trainer:
                     window, window_start, window_steps = [], time.perf_counter(), 0
                 eval_metrics = None
                 if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+                    eval_start = time.perf_counter()
                     eval_metrics = self.evaluate(state)
+                    window_start += time.perf_counter() - eval_start   # rates count training only
                     writer.write(step, "eval", eval_metrics)
                     writer.flush()
                     bar.write(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))

@@ -7,7 +7,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct, traverse_util
 
 from animax.models import INPUT_SIZE, vit
@@ -164,7 +163,3 @@ def state_shardings(mesh, abstract_state: TrainState):
         params=tree_shardings(abstract_state.params), lora=tree_shardings(abstract_state.lora),
         batch_stats=tree_shardings(abstract_state.batch_stats),
         opt_state=tree_shardings(abstract_state.opt_state))
-
-
-def parameter_count(tree) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))

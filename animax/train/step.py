@@ -3,7 +3,7 @@
 `train_step(state, batch, smal) -> (state, metrics)`: one optimizer step on a global batch.
 The batch is split into `config.grad_accum_steps` micro-batches (rows i, i + k, i + 2k, ...
 form micro-batch i, which keeps each one sharded like the batch) whose gradients are
-averaged; a single micro-batch is the plain step. A non-finite loss or gradient norm leaves
+averaged by a scan (one micro-batch: the plain step). A non-finite loss or gradient norm leaves
 parameters, optimizer state and batch statistics as they were and counts the skip.
 
 `eval_step(state, batch, smal) -> sums`: per-metric (sum of values, sum of weights) of one
@@ -62,19 +62,22 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     rng = jax.random.fold_in(state.rng, state.step)
     trainable = state.trainable
-    micro_batches = _micro_batches(batch, config.grad_accum_steps)
+    accum = config.grad_accum_steps
+    if accum == 1:
+        (loss, (terms, batch_stats)), grads = grad_fn(trainable, state.batch_stats, batch, rng)
+    else:
+        def accumulate(carry, inputs):
+            grads_sum, batch_stats = carry
+            micro, index = inputs
+            (loss, (terms, batch_stats)), grads = grad_fn(trainable, batch_stats, micro,
+                                                          jax.random.fold_in(rng, index))
+            return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats), (loss, terms)
 
-    def accumulate(carry, inputs):
-        grads_sum, batch_stats = carry
-        micro, index = inputs
-        (loss, (terms, batch_stats)), grads = grad_fn(trainable, batch_stats, micro, jax.random.fold_in(rng, index))
-        return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats), (loss, terms)
-
-    zeros = jax.tree.map(jnp.zeros_like, trainable)
-    (grads, batch_stats), (loss, terms) = jax.lax.scan(
-        accumulate, (zeros, state.batch_stats), (micro_batches, jnp.arange(config.grad_accum_steps)))
-    grads = jax.tree.map(lambda g: g / config.grad_accum_steps, grads)
-    loss, terms = jnp.mean(loss), jax.tree.map(jnp.mean, terms)
+        zeros = jax.tree.map(jnp.zeros_like, trainable)
+        (grads, batch_stats), (loss, terms) = jax.lax.scan(
+            accumulate, (zeros, state.batch_stats), (_micro_batches(batch, accum), jnp.arange(accum)))
+        grads = jax.tree.map(lambda g: g / accum, grads)
+        loss, terms = jnp.mean(loss), jax.tree.map(jnp.mean, terms)
 
     trained_grads = jax.tree.map(lambda g, t: g if t else jnp.zeros((), g.dtype), grads, trained)
     grad_norm = optax.tree.norm(trained_grads)

@@ -2,7 +2,8 @@
 processes joined by jax.distributed take the same step as one.
 
 Each case runs in a fresh interpreter (this file's `__main__`), because the CPU device count
-(XLA_FLAGS) and jax.distributed must be set before jax starts.
+(XLA_FLAGS) and jax.distributed must be set before jax starts. Both are marked slow (about
+1.5 minutes each on 2 CPU cores, mostly compiling 8-device and 2-process programs).
 """
 
 import json
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +37,7 @@ def _finish(process, timeout=600):
     return out
 
 
+@pytest.mark.slow
 def test_sharded_steps_equal_the_single_device_step_and_fsdp_shards(tmp_path_factory):
     cache = str(tmp_path_factory.mktemp("jax_cache"))
     out = _finish(_worker(["meshes", tmp_path_factory.mktemp("meshes")], 8, cache))
@@ -48,6 +51,7 @@ def test_sharded_steps_equal_the_single_device_step_and_fsdp_shards(tmp_path_fac
     assert report["data8"]["per_device_fraction"] == 1.0
 
 
+@pytest.mark.slow
 def test_two_processes_take_the_same_step_as_one(tmp_path):
     cache = str(tmp_path / "jax_cache")
     with socket.socket() as s:

@@ -101,23 +101,23 @@ def rigid_transforms(rotations, joints, parents):
 
     Returns (posed_joints [B,J,3], world_rotations [B,J,3,3], world_translations [B,J,3]),
     where world_rotations/translations map a rest-pose point around joint j to its posed place.
+    The chain runs one batched product per tree level; each level's parents are a gather
+    from the level above, and one permutation restores joint order at the end.
     """
-    parent_index = np.array([max(p, 0) for p in parents])
-    rel_joints = joints - jnp.where(np.array(parents)[:, None] < 0, 0.0, joints[:, parent_index])
+    parents = np.array(parents)
     levels = _chain_levels(parents)
-    world_r = jnp.zeros_like(rotations)
-    world_t = jnp.zeros_like(joints)
-    root = levels[0]
-    world_r = world_r.at[:, root].set(rotations[:, root])
-    world_t = world_t.at[:, root].set(rel_joints[:, root])
-    for level in levels[1:]:
-        par = parent_index[level]
-        pr, pt = world_r[:, par], world_t[:, par]
-        world_r = world_r.at[:, level].set(pr @ rotations[:, level])
-        world_t = world_t.at[:, level].set(pt + jnp.einsum("bjik,bjk->bji", pr, rel_joints[:, level]))
-    posed_joints = world_t
+    rel_joints = joints - jnp.where(parents[:, None] < 0, 0.0, joints[:, np.maximum(parents, 0)])
+    world_r, world_t = [rotations[:, levels[0]]], [rel_joints[:, levels[0]]]
+    for above, level in zip(levels, levels[1:]):
+        slot = np.searchsorted(above, parents[level])  # each parent's place in the level above
+        pr, pt = world_r[-1][:, slot], world_t[-1][:, slot]
+        world_r.append(pr @ rotations[:, level])
+        world_t.append(pt + jnp.einsum("bjik,bjk->bji", pr, rel_joints[:, level]))
+    joint_order = np.argsort(np.concatenate(levels))
+    world_r = jnp.concatenate(world_r, axis=1)[:, joint_order]
+    posed_joints = jnp.concatenate(world_t, axis=1)[:, joint_order]
     # Express each transform relative to the rest joint: x -> R (x - j_rest) + j_posed.
-    offsets = world_t - jnp.einsum("bjik,bjk->bji", world_r, joints)
+    offsets = posed_joints - jnp.einsum("bjik,bjk->bji", world_r, joints)
     return posed_joints, world_r, offsets
 
 
@@ -133,10 +133,11 @@ def _smal_forward(model: SMALModel, betas, pose, transl=None):
     v_posed = v_shaped + (pose_feature @ model.posedirs).reshape(batch, -1, 3)
 
     joints, world_r, world_t = rigid_transforms(pose, joints_rest, model.parents)
-    # Blend the 3x4 joint transforms per vertex, then apply them once.
-    blend_r = jnp.einsum("vj,bjik->bvik", model.lbs_weights, world_r)
-    blend_t = jnp.einsum("vj,bji->bvi", model.lbs_weights, world_t)
-    vertices = jnp.einsum("bvik,bvk->bvi", blend_r, v_posed) + blend_t
+    # Blend the 3x4 joint transforms per vertex (one [V,J] x [J,12] product), then apply them.
+    transforms = jnp.concatenate([world_r.reshape(batch, -1, 9), world_t], axis=-1)
+    blended = jnp.einsum("vj,bjk->bvk", model.lbs_weights, transforms)
+    rotation = blended[..., :9].reshape(batch, -1, 3, 3)
+    vertices = jnp.einsum("bvik,bvk->bvi", rotation, v_posed) + blended[..., 9:]
 
     if transl is not None:
         transl = transl.astype(jnp.float32)[:, None, :]

@@ -50,6 +50,7 @@ def to_animax(args) -> int:
 
 
 def to_torch(args) -> int:
+    import numpy as np
     import torch
 
     from animax.checkpoint import load_model, read_config
@@ -58,7 +59,7 @@ def to_torch(args) -> int:
 
     config, _ = read_config(args.src)
     _, variables = load_model(args.src)
-    state = {k: torch.from_numpy(v) for k, v in to_torch_state_dict(config, variables).items()}
+    state = {k: torch.from_numpy(np.array(v)) for k, v in to_torch_state_dict(config, variables).items()}
     _atomic_write(args.out, lambda tmp: torch.save({"state_dict": state}, tmp))
     print(f"wrote {args.out} ({len(state)} tensors)")
     return 0

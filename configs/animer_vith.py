@@ -3,6 +3,7 @@ head branch and fusion. `animax.build_model(get_config())` builds it. Every mode
 documented in animax/models/config.py."""
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from animax.models.config import model_config
 
@@ -11,5 +12,5 @@ def get_config():
     config = ml_collections.ConfigDict()
     config.name = "animer_vith"
     config.model = model_config()
-    config.smal = None              # SMAL .pkl/.npz path; None = the built-in stand-in quadruped
+    config.smal = placeholder(str)  # SMAL .pkl/.npz path; unset = the built-in stand-in quadruped
     return config

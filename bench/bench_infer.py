@@ -123,7 +123,7 @@ def main():
 
     config = load_config(args.config)
     peak = matmul_peak_gflops()
-    print(f"matmul peak (float32, 4096^2): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items()))
+    print("matmul peak (float32, 4096^2): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items()))
     variables = init_variables(build_model(config))
     rows = []
     for batch in args.batches:

@@ -4,7 +4,6 @@ import pickle
 
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from scipy.spatial.transform import Rotation
 
 from animax.smal import load_pose_prior, load_shape_prior, pose_prior, shape_prior

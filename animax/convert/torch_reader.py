@@ -8,7 +8,6 @@ Configuration objects (yacs `CfgNode`, Lightning's `AttributeDict`) become plain
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import zipfile
 from pathlib import Path
@@ -128,15 +127,3 @@ def read_torch_checkpoint(path) -> dict:
     prefix = pickles[0][: -len("data.pkl")]
     with archive.open(pickles[0]) as f:
         return _CheckpointUnpickler(f, archive, prefix, str(path)).load()
-
-
-def flatten_state_dict(tree, prefix="") -> "collections.OrderedDict[str, LazyTensor]":
-    """Dotted names -> tensors for every LazyTensor in nested dicts."""
-    out = collections.OrderedDict()
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, LazyTensor):
-            out[name] = value
-        elif isinstance(value, dict):
-            out.update(flatten_state_dict(value, name + "."))
-    return out

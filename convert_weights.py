@@ -55,12 +55,12 @@ def to_torch(args) -> int:
 
     from animax.checkpoint import load_model, read_config
     from animax.convert.animer import to_torch_state_dict
-    from animax.smal.io import _atomic_write
+    from animax.files import atomic_write
 
     config, _ = read_config(args.src)
     _, variables = load_model(args.src)
     state = {k: torch.from_numpy(np.array(v)) for k, v in to_torch_state_dict(config, variables).items()}
-    _atomic_write(args.out, lambda tmp: torch.save({"state_dict": state}, tmp))
+    atomic_write(args.out, lambda tmp: torch.save({"state_dict": state}, tmp))
     print(f"wrote {args.out} ({len(state)} tensors)")
     return 0
 

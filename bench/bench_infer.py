@@ -11,7 +11,6 @@ random weights (animax's init, exported with the checkpoint converter's key tabl
 """
 
 import argparse
-import importlib.util
 import resource
 import sys
 import time
@@ -25,15 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
 
 from animax.convert.animer import to_torch_state_dict  # noqa: E402
+from animax.inference.loading import load_config  # noqa: E402
 from animax.models import build_model, init_variables, vit  # noqa: E402
 from common import report, time_call  # noqa: E402
-
-
-def load_config(path):
-    spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def peak_rss_gib():

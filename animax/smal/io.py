@@ -8,13 +8,12 @@ becomes `_ChumpyArray`, whose pickled state carries the value under 'x'.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse
 
+from animax.files import atomic_write
 from animax.safe_pickle import BASIC_GLOBALS, NUMPY_GLOBALS, RestrictedUnpickler
 from animax.smal import constants
 from animax.smal.model import SMALModel, make_smal_model
@@ -135,21 +134,6 @@ def load_smal(path=None, num_betas: int = 41) -> SMALModel:
     return smal_model_from_arrays(data, num_betas, path.stem)
 
 
-def _atomic_write(path, write):
-    """Calls write(tmp_path) and renames the result onto `path`, so no half file is left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_smal(model: SMALModel, path) -> None:
     """Writes a SMALModel as a pickle-free `.npz` that `load_smal` reads back exactly."""
     sets = model.keypoint_vertex_sets
@@ -174,11 +158,11 @@ def save_smal(model: SMALModel, path) -> None:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def save_obj(path, vertices, faces) -> None:
     """Writes a triangle mesh as Wavefront OBJ (via trimesh), atomically."""
     import trimesh
     mesh = trimesh.Trimesh(np.asarray(vertices, np.float64), np.asarray(faces), process=False)
-    _atomic_write(path, lambda tmp: mesh.export(tmp, file_type="obj"))
+    atomic_write(path, lambda tmp: mesh.export(tmp, file_type="obj"))

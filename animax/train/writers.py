@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import jax
+
+from animax.files import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
@@ -30,7 +31,8 @@ class MetricWriter:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         records = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-        _write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in records))
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
         from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
 
         self.tensorboard = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=resume_step + 1)
@@ -91,13 +93,5 @@ def plot_curves(metrics_path, png_path) -> None:
         ax.plot(*zip(*points), marker="o")
         ax.set(title=f"eval {name}", xlabel="step")
     fig.tight_layout()
-    tmp = Path(png_path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=80))
     plt.close(fig)
-    os.replace(tmp, png_path)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -6,7 +6,7 @@ import pytest
 from animax.data.augment import (Augmentation, AugmentConfig, axis_angle_to_matrix, camera_frame_map,
                                  crop_example, sample_augmentation)
 from animax.data.mirror import BODY_REFLECTION, JOINT_MIRROR, KEYPOINT_MIRROR, transform_pose
-from animax.inference.preprocess import IMAGE_MEAN, IMAGE_STD, crop_transform, invert_affine
+from animax.inference.preprocess import IMAGE_MEAN, IMAGE_STD, crop_transform, invert_affine, normalize
 from animax.smal import load_smal, smal_forward
 from animax.smal.constants import JOINT_NAMES, KEYPOINT_NAMES
 from conftest import shared_file
@@ -153,3 +153,15 @@ def test_3d_keypoints_rotate_with_the_2d_crop():
         solution, *_ = np.linalg.lstsq(a, target.reshape(-1), rcond=None)
         assert solution[0] > 0
         np.testing.assert_allclose(a @ solution, target.reshape(-1), atol=2e-3)
+
+
+def test_colour_gain_clip_and_normalisation_match_the_direct_formula():
+    rng = np.random.default_rng(3)
+    crop = rng.uniform(0, 255, (6, 5, 4)).astype(np.float32)
+    gain = (1.2, 0.8, 1.15)
+    out = normalize(crop, gain)
+    rgb = np.minimum(crop[..., :3].astype(np.float64) * gain, 255.0)
+    np.testing.assert_allclose(out[..., :3], (rgb - IMAGE_MEAN) / IMAGE_STD, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[..., 3], crop[..., 3] / 255.0, rtol=1e-6)
+    assert (rgb == 255.0).any()                  # the clip was exercised
+    np.testing.assert_allclose(normalize(crop[..., :3]), (crop[..., :3] - IMAGE_MEAN) / IMAGE_STD, rtol=1e-5, atol=1e-5)

@@ -79,6 +79,14 @@ def camera_frame_map(dst_from_src) -> np.ndarray:
     return out
 
 
+def _without_last_channel(array):
+    """A contiguous copy of array[..., :-1] for a contiguous float32 [..., 4] array. Copied as
+    12-byte items: several times faster than NumPy's strided copy of 3-float rows, and the
+    loader's batching then stacks contiguous arrays (another several times faster)."""
+    items = np.ndarray((array.size // 4,), dtype="V12", buffer=array, strides=(16,))
+    return items.copy().view(np.float32).reshape(array.shape[:-1] + (3,))
+
+
 def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZE,
                  truncate=3.0) -> dict:
     """The network input and targets of one example under one augmentation.
@@ -98,10 +106,11 @@ def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZ
     src_from_dst = crop_transform(center, size, out_size, augmentation.rotation_deg, augmentation.flip)
     crop = warp_affine(pixels, src_from_dst, out_size, sigma=antialias_sigma(size, out_size),
                        truncate=truncate)
-    # Bilinear taps of 0..255 pixels are >= 0, so only the top needs clipping after the gain.
-    rgb = np.minimum(crop[..., :3] * np.asarray(augmentation.color, np.float32), 255.0)
-    crop_mask = (np.minimum(crop[..., 3] / np.float32(255.0), 1.0) if pixels.shape[-1] == 4
-                 else np.zeros((out_size, out_size), np.float32))
+    crop = normalize(crop, augmentation.color)
+    if pixels.shape[-1] == 4:
+        rgb, crop_mask = _without_last_channel(crop), np.ascontiguousarray(crop[..., 3])
+    else:
+        rgb, crop_mask = crop, np.zeros((out_size, out_size), np.float32)
 
     dst_from_src = invert_affine(src_from_dst)
     keypoints_2d = np.array(example["keypoints_2d"], np.float32)
@@ -113,7 +122,7 @@ def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZ
     if augmentation.flip:
         keypoints_2d, keypoints_3d = keypoints_2d[KEYPOINT_MIRROR], keypoints_3d[KEYPOINT_MIRROR]
     return {
-        "image": normalize(rgb),
+        "image": rgb,
         "mask": crop_mask,
         "keypoints_2d": keypoints_2d,
         "keypoints_3d": keypoints_3d,

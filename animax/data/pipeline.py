@@ -40,7 +40,7 @@ from PIL import Image
 from animax.data import features
 from animax.data.augment import Augmentation, AugmentConfig, crop_example, sample_augmentation
 from animax.data.mixture import MixtureSource
-from animax.inference.preprocess import CROP_SIZE, load_image
+from animax.inference.preprocess import CROP_SIZE, open_rgb
 
 _FLAGS = ("has_betas", "has_pose", "has_keypoints_3d", "has_mask")
 
@@ -58,15 +58,13 @@ def open_source(name: str, split: str, data_dir):
 
 def decode_example(example) -> np.ndarray:
     """Stored example -> uint8 pixels [H, W, 3], or [H, W, 4] with the mask as fourth channel."""
-    image = load_image(io.BytesIO(example["image"]))
-    if not example["has_mask"]:
-        return image
-    with Image.open(io.BytesIO(example["mask"])) as mask:
-        # Pillow interleaves the mask in C, several times faster than a NumPy concatenate
-        # along the channel axis at this size.
-        rgba = Image.fromarray(image)
-        rgba.putalpha(mask.convert("L"))
-    return np.asarray(rgba)
+    image = open_rgb(io.BytesIO(example["image"]))
+    if example["has_mask"]:
+        with Image.open(io.BytesIO(example["mask"])) as mask:
+            # Pillow interleaves the mask in C, several times faster than a NumPy
+            # concatenate along the channel axis at this size.
+            image.putalpha(mask.convert("L"))
+    return np.asarray(image)
 
 
 def prepare_example(example, augmentation=Augmentation(), out_size=CROP_SIZE, truncate=3.0) -> dict:

@@ -25,34 +25,40 @@ def load_image(path) -> np.ndarray:
     Greyscale, palette, RGBA/LA (composited on black, as OpenCV drops alpha), CMYK and
     16-bit images are converted. Raises ValueError naming the file if it cannot be decoded.
     """
+    return np.asarray(open_rgb(path))
+
+
+def open_rgb(path) -> Image.Image:
+    """`load_image`'s decoding, as a loaded RGB PIL image (e.g. to attach a mask as alpha
+    without another copy of the pixels)."""
     is_file_object = hasattr(path, "read")
     source = path if is_file_object else Path(path)
     try:
         with Image.open(source) as im:
             im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb_uint8(im)
+            # In place: the copying form copies every image, even one without an orientation tag.
+            ImageOps.exif_transpose(im, in_place=True)
+            return _to_rgb(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         name = getattr(path, "name", "image bytes") if is_file_object else source
         raise ValueError(f"{name}: cannot read image ({e})") from None
 
 
-def _to_rgb_uint8(im: Image.Image) -> np.ndarray:
+def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit greyscale: scale the full range down to 8 bits.
         a = np.asarray(im, np.float64)
         peak = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
         grey = np.clip(np.round(a / peak * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=-1)
+        return Image.fromarray(grey).convert("RGB")
     if im.mode == "F":
         grey = np.clip(np.round(np.asarray(im) * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=-1)
+        return Image.fromarray(grey).convert("RGB")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        rgba = np.asarray(im, np.float32)
-        return np.round(rgba[..., :3] * (rgba[..., 3:] / 255.0)).astype(np.uint8)
-    # convert() copies even an RGB image; skipping it saves a full-image pass per decode.
-    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), np.uint8)
+        rgba = np.asarray(im.convert("RGBA"), np.float32)
+        return Image.fromarray(np.round(rgba[..., :3] * (rgba[..., 3:] / 255.0)).astype(np.uint8))
+    # The decoded pixels stay with the image object after the `with` closes its file.
+    return im if im.mode == "RGB" else im.convert("RGB")
 
 
 def square_box(box_xyxy):
@@ -135,9 +141,11 @@ def warp_affine(image, src_from_dst, out_size=CROP_SIZE, sigma=0.0, truncate=4.0
 def _bilinear(image, x, y):
     """Bilinear samples of image [h, w, C] at float coordinates x, y [...], 0 outside. -> float32 [..., C].
 
-    Each of the four taps is one flat gather of whole pixels and a weighted add: in a data
-    loader this runs per example, and row gathers are several times faster than 2-D fancy
-    indexing or padding a copy of the image.
+    Each tap is one flat gather of whole pixels: in a data loader this runs per example, and
+    row gathers are several times faster than 2-D fancy indexing or padding a copy of the
+    image. Taps combine along x, then along y, with each weight repeated per channel:
+    same-shape products run several times faster in NumPy than a weight broadcast over a
+    short channel axis.
     """
     h, w, channels = image.shape
     x0 = np.floor(x).ravel()
@@ -147,30 +155,49 @@ def _bilinear(image, x, y):
     fy = (y.ravel() - y0).astype(np.float32)
     x0 = x0.astype(np.intp)
     y0 = y0.astype(np.intp)
+
+    def per_channel(weight):
+        return np.stack([weight] * channels, axis=1)
+
     # Tap weights per axis, zero for taps outside the image (the constant-zero border), so
     # every tap index can then be clamped into the image.
     one = np.float32(1.0)
-    weights_x = ((one - fx) * ((x0 >= 0) & (x0 < w)), fx * ((x0 >= -1) & (x0 < w - 1)))
-    weights_y = ((one - fy) * ((y0 >= 0) & (y0 < h)), fy * ((y0 >= -1) & (y0 < h - 1)))
-    tap_cols = (np.clip(x0, 0, w - 1), np.clip(x0 + 1, 0, w - 1))
+    weight_left = per_channel((one - fx) * ((x0 >= 0) & (x0 < w)))
+    weight_right = per_channel(fx * ((x0 >= -1) & (x0 < w - 1)))
+    weights_y = (per_channel((one - fy) * ((y0 >= 0) & (y0 < h))), per_channel(fy * ((y0 >= -1) & (y0 < h - 1))))
+    left, right = np.clip(x0, 0, w - 1), np.clip(x0 + 1, 0, w - 1)
     tap_rows = (np.clip(y0, 0, h - 1) * w, np.clip(y0 + 1, 0, h - 1) * w)
     pixels = image.reshape(h * w, channels)
     out = None
     for row, weight_y in zip(tap_rows, weights_y):
-        for col, weight_x in zip(tap_cols, weights_x):
-            term = np.take(pixels, row + col, axis=0) * (weight_y * weight_x)[:, None]
-            if out is None:
-                out = term
-            else:
-                out += term
+        line = np.take(pixels, row + left, axis=0) * weight_left
+        line += np.take(pixels, row + right, axis=0) * weight_right
+        line *= weight_y
+        if out is None:
+            out = line
+        else:
+            out += line
     return out.astype(np.float32, copy=False).reshape(x.shape + (channels,))
 
 
-def normalize(crop):
-    """0..255 RGB -> ImageNet-normalised float32."""
-    out = np.subtract(crop, IMAGE_MEAN, dtype=np.float32)
-    out /= IMAGE_STD  # in place: one pass and no temporary per crop in the data loader
-    return out
+def normalize(crop, gain=(1.0, 1.0, 1.0)):
+    """0..255 pixels [..., W, C] -> float32: RGB (the first three channels) times a per-channel
+    `gain` (AniMer's colour augmentation), clipped to 255, ImageNet-normalised; a fourth
+    channel (a mask) maps 0..255 to 0..1.
+
+    One multiply-add and one clip over rows of W * C values: per-channel constants tiled
+    along a row run several times faster than broadcast over a 3- or 4-long channel axis.
+    """
+    crop = np.ascontiguousarray(crop, np.float32)
+    width, channels = crop.shape[-2:]
+    # min(x * g, 255) normalised is min(x * g / std - mean / std, (255 - mean) / std): std > 0.
+    scale = np.append(np.asarray(gain, np.float32) / IMAGE_STD, np.float32(1.0 / 255.0))[:channels]
+    offset = np.append(-IMAGE_MEAN / IMAGE_STD, np.float32(0.0))[:channels]
+    top = np.append((255.0 - IMAGE_MEAN) / IMAGE_STD, np.float32(1.0))[:channels]
+    out = crop.reshape(crop.shape[:-2] + (width * channels,)) * np.tile(scale, width)
+    out += np.tile(offset, width)
+    np.minimum(out, np.tile(top, width), out=out)
+    return out.reshape(crop.shape)
 
 
 def crop_for_model(image, box_xyxy, out_size=CROP_SIZE, truncate=4.0):

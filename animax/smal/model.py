@@ -22,8 +22,11 @@ class SMALModel:
     V vertices, J joints, F faces, K keypoints, NB shape directions, M longest keypoint set.
     """
     v_template: jax.Array        # [V, 3]
-    shapedirs: jax.Array         # [V, 3, NB]
-    posedirs: jax.Array          # [(J-1)*9, V*3], smplx layout: pose feature @ posedirs
+    # Blend shapes in planar layout: row l is direction l's x offsets of all V vertices, then
+    # its y, then z. Skinning keeps vertices planar ([B, 3, V]) until its last step, where
+    # XLA then fuses long contiguous rows instead of looping over 3-vectors.
+    shape_basis: jax.Array       # [NB, 3*V]
+    pose_basis: jax.Array        # [(J-1)*9, 3*V]
     j_regressor: jax.Array       # [J, V]
     lbs_weights: jax.Array       # [V, J]
     faces: jax.Array             # [F, 3] int32
@@ -41,6 +44,16 @@ class SMALModel:
     name: str = struct.field(pytree_node=False, default="smal")
 
     @property
+    def shapedirs(self) -> jax.Array:
+        """[V, 3, NB]: the released file's layout."""
+        return self.shape_basis.reshape(-1, 3, self.num_vertices).transpose(2, 1, 0)
+
+    @property
+    def posedirs(self) -> jax.Array:
+        """[(J-1)*9, V*3]: smplx's layout (pose feature @ posedirs)."""
+        return self.pose_basis.reshape(-1, 3, self.num_vertices).transpose(0, 2, 1).reshape(-1, 3 * self.num_vertices)
+
+    @property
     def num_vertices(self) -> int:
         return self.v_template.shape[0]
 
@@ -50,7 +63,7 @@ class SMALModel:
 
     @property
     def num_betas(self) -> int:
-        return self.shapedirs.shape[-1]
+        return self.shape_basis.shape[0]
 
     @property
     def num_keypoints(self) -> int:
@@ -68,7 +81,7 @@ def make_smal_model(v_template, shapedirs, posedirs, j_regressor, lbs_weights, f
     shapedirs = np.asarray(shapedirs, np.float64)
     j_regressor = np.asarray(j_regressor, np.float64)
     num_vertices = v_template.shape[0]
-    posedirs = np.asarray(posedirs, np.float64).reshape(num_vertices * 3, -1).T
+    posedirs = np.asarray(posedirs, np.float64).reshape(num_vertices, 3, -1)
     sets = tuple(tuple(int(i) for i in s) for s in keypoint_vertex_sets)
     width = max(len(s) for s in sets)
     index = np.zeros((len(sets), width), np.int32)
@@ -78,7 +91,9 @@ def make_smal_model(v_template, shapedirs, posedirs, j_regressor, lbs_weights, f
         weight[k, :len(s)] = 1.0 / len(s)
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     return SMALModel(
-        v_template=f32(v_template), shapedirs=f32(shapedirs), posedirs=f32(posedirs),
+        v_template=f32(v_template),
+        shape_basis=f32(shapedirs.transpose(2, 1, 0).reshape(-1, 3 * num_vertices)),
+        pose_basis=f32(posedirs.transpose(2, 1, 0).reshape(-1, 3 * num_vertices)),
         j_regressor=f32(j_regressor), lbs_weights=f32(lbs_weights),
         faces=jnp.asarray(faces, jnp.int32),
         j_template=f32(j_regressor @ v_template),
@@ -126,18 +141,22 @@ def _smal_forward(model: SMALModel, betas, pose, transl=None):
     batch = pose.shape[0]
     betas = betas.astype(jnp.float32)
     pose = pose.astype(jnp.float32)
-    v_shaped = model.v_template + jnp.einsum("bl,vcl->bvc", betas, model.shapedirs)
     joints_rest = model.j_template + jnp.einsum("bl,jcl->bjc", betas, model.j_shapedirs)
-
     pose_feature = (pose[:, 1:] - jnp.eye(3, dtype=pose.dtype)).reshape(batch, -1)
-    v_posed = v_shaped + (pose_feature @ model.posedirs).reshape(batch, -1, 3)
+    # Shaped and pose-corrected vertices, planar: [B, 3, V].
+    v_posed = (model.v_template.T.reshape(-1) + betas @ model.shape_basis
+               + pose_feature @ model.pose_basis).reshape(batch, 3, -1)
 
     joints, world_r, world_t = rigid_transforms(pose, joints_rest, model.parents)
-    # Blend the 3x4 joint transforms per vertex (one [V,J] x [J,12] product), then apply them.
+    # Blend the 3x4 joint transforms per vertex, planar too: one [12B, J] x [J, V] product
+    # gives entry k of every vertex's blended transform as a [B, V] row.
     transforms = jnp.concatenate([world_r.reshape(batch, -1, 9), world_t], axis=-1)
-    blended = jnp.einsum("vj,bjk->bvk", model.lbs_weights, transforms)
-    rotation = blended[..., :9].reshape(batch, -1, 3, 3)
-    vertices = jnp.einsum("bvik,bvk->bvi", rotation, v_posed) + blended[..., 9:]
+    blended = (transforms.transpose(2, 0, 1).reshape(-1, model.num_joints)
+               @ model.lbs_weights.T).reshape(12, batch, -1)
+    # Apply them: coordinate i = sum_k R[i, k] x_k + t_i, written out so that XLA fuses it
+    # into one elementwise loop (as an einsum it becomes V x B tiny matrix products).
+    vertices = jnp.stack([blended[3 * i] * v_posed[:, 0] + blended[3 * i + 1] * v_posed[:, 1]
+                          + blended[3 * i + 2] * v_posed[:, 2] + blended[9 + i] for i in range(3)], axis=-1)
 
     if transl is not None:
         transl = transl.astype(jnp.float32)[:, None, :]

@@ -68,9 +68,19 @@ def test_pck_counts_hits_within_a_tenth_of_the_mask_scale():
     mask[:, :100, :100] = 1                        # sqrt(area) = 100 px -> threshold 10 px
     pred = np.zeros((1, 4, 2), np.float32)
     pred[0, :, 0] = np.array([5, 9.9, 10.1, 50]) / 256   # in crop-normalised units
-    value, weight = metrics.pck(pred, gt, mask, np.ones(1), 0.1)
+    value, weight = metrics.pck(pred, gt, mask, np.ones(1), np.ones(1), 0.1)
     np.testing.assert_allclose(value, [2 / 3], rtol=1e-6)
     assert weight[0] == 1
+
+
+def test_pck_without_a_mask_uses_the_labelled_keypoints_box():
+    gt = np.zeros((1, 4, 3), np.float32)
+    gt[0, :, :2] = np.array([[0, 0], [64, 0], [64, 144], [250, 250]]) / 256 - 0.5
+    gt[0, :, 2] = [1, 1, 1, 0]                     # box of the labelled ones: 64 x 144 px -> threshold 9.6 px
+    pred = gt[..., :2].copy()
+    pred[0, :, 0] += np.array([5, 9.5, 9.7, 0]) / 256
+    value, _ = metrics.pck(pred, gt, np.zeros((1, 256, 256), np.float32), np.zeros(1), np.ones(1), 0.1)
+    np.testing.assert_allclose(value, [2 / 3], rtol=1e-6)
 
 
 def test_pa_mpjpe_ignores_similarity_transforms():

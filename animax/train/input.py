@@ -16,7 +16,7 @@ from animax.train.synthetic import SyntheticQuadrupeds
 
 # What the steps read (everything else a dataset yields stays on the host).
 TRAIN_KEYS = ("image", "keypoints_2d", "keypoints_3d", "betas", "pose", "has_betas", "has_pose", "family")
-EVAL_KEYS = ("image", "keypoints_2d", "keypoints_3d", "mask", "valid")
+EVAL_KEYS = ("image", "keypoints_2d", "keypoints_3d", "mask", "has_mask", "valid")
 INLINE = "synthetic_inline"
 # Held-out synthetic examples come from another seed than the training stream.
 _EVAL_SEED_OFFSET = 10_000

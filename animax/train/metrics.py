@@ -2,7 +2,9 @@
 
 PCK@t (2D): keypoints in crop pixels ((p + 0.5) * 256); a keypoint hits when its distance
 to the ground truth, divided by sqrt(mask area in pixels), is below t. Per sample, the
-confidence-weighted hit count over the total confidence; averaged over samples.
+confidence-weighted hit count over the total confidence; averaged over samples. Samples
+without a mask (Horse-10, COCO keypoints) use the area of their labelled keypoints' bounding
+box instead (AniMer's data always has masks).
 PA-MPJPE (3D): both keypoint sets centred on keypoint 7 (AniMer's `pelvis_ind`, the tail
 base), the prediction aligned to the ground truth by the best similarity transform
 (Procrustes with scale), then the mean per-keypoint Euclidean error x 1000 (mm for metres).
@@ -20,14 +22,18 @@ CROP_PIXELS = 256
 PA_MPJPE_ROOT = 7
 
 
-def pck(pred_2d, gt_2d, mask, valid, threshold=0.1):
-    """pred_2d [B,K,2], gt_2d [B,K,3] crop-normalised + confidence, mask [B,H,W], valid [B].
-
-    Returns (pck [B], weight [B]).
+def pck(pred_2d, gt_2d, mask, has_mask, valid, threshold=0.1):
+    """pred_2d [B,K,2], gt_2d [B,K,3] crop-normalised + confidence, mask [B,H,W], has_mask [B],
+    valid [B]. Returns (pck [B], weight [B]).
     """
     conf = gt_2d[..., 2]
     dist = jnp.linalg.norm((pred_2d - gt_2d[..., :2]) * CROP_PIXELS, axis=-1)
-    area = jnp.sum(mask.reshape(mask.shape[0], -1).astype(jnp.float32), axis=-1)
+    mask_area = jnp.sum(mask.reshape(mask.shape[0], -1).astype(jnp.float32), axis=-1)
+    labelled = (conf > 0)[..., None]
+    low = jnp.min(jnp.where(labelled, gt_2d[..., :2], jnp.inf), axis=1)
+    high = jnp.max(jnp.where(labelled, gt_2d[..., :2], -jnp.inf), axis=1)
+    box_area = jnp.prod(jnp.clip(high - low, 0.0) * CROP_PIXELS, axis=-1)
+    area = jnp.where(has_mask > 0, mask_area, jnp.where(jnp.isfinite(box_area), box_area, 0.0))
     hits = (dist / jnp.sqrt(jnp.maximum(area, 1.0))[:, None] < threshold).astype(jnp.float32)
     visible = jnp.sum(conf, axis=-1)
     weight = valid * (visible > 0)
@@ -69,6 +75,6 @@ def pa_mpjpe(pred_3d, gt_3d, valid):
 def eval_metrics(outputs, batch, valid):
     """Per-sample {name: (value [B], weight [B])} of one evaluation batch."""
     return {
-        "pck@0.1": pck(outputs["keypoints_2d"], batch["keypoints_2d"], batch["mask"], valid, 0.1),
+        "pck@0.1": pck(outputs["keypoints_2d"], batch["keypoints_2d"], batch["mask"], batch["has_mask"], valid, 0.1),
         "pa_mpjpe": pa_mpjpe(outputs["keypoints_3d"], batch["keypoints_3d"], valid),
     }

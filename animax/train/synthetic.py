@@ -9,7 +9,7 @@ together read each global batch once. The iterator state is the next batch numbe
 Batches have the training keys (numpy):
     image [B,256,256,3] ImageNet-normalised; keypoints_2d [B,K,3] crop-normalised xy + visibility;
     keypoints_3d [B,K,4] camera-frame xyz + 1; betas [B,NB]; pose [B,J,3,3]; has_betas [B];
-    has_pose [B]; family [B] int32; mask [B,256,256] float32.
+    has_pose [B]; family [B] int32; mask [B,256,256] float32; has_mask [B] (ones).
 
 The picture: vertices projected with the example's camera and splatted as discs, nearest on
 top, each coloured by its rest-pose position (x, y, z -> R, G, B), so left and right, front
@@ -108,7 +108,7 @@ class SyntheticQuadrupeds:
                               for points, v, i in zip(project(vertices), vertices, indices)))
         ones = np.ones(keypoints.shape[:-1] + (1,), np.float32)
         return {
-            "image": np.stack(images), "mask": np.stack(masks),
+            "image": np.stack(images), "mask": np.stack(masks), "has_mask": np.ones(len(images), np.float32),
             "keypoints_2d": np.concatenate([kp_2d, visible], -1).astype(np.float32),
             "keypoints_3d": np.concatenate([keypoints, ones], -1).astype(np.float32),
             "betas": betas, "pose": pose, "has_betas": has_gt, "has_pose": has_gt, "family": family,

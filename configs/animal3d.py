@@ -15,6 +15,7 @@ from configs import animer_vith
 def get_config():
     config = animer_vith.get_config()   # config.model (ViT-H/16 AniMer + seed heads), config.smal
     config.name = "animal3d"
+    config.model.scan_blocks = True     # training compiles one ViT block (forward + backward) instead of 32
     config.seed = 0                     # parameter init, LoRA init, drop-path and data order
 
     # ---- data (animax/data; "synthetic_inline" = the in-memory source of animax/train/synthetic.py)

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 
+from animax.models import vit
 from animax.train import loop
 from animax.train.writers import read_metrics
 from configs import synthetic_tiny
@@ -159,7 +160,9 @@ def _wait_for(condition, process, timeout=240):
 
 
 def test_lora_trains_adapters_and_heads_leaving_base_weights(tmp_path, compile_cache):
-    config = small_config(trainable="lora", **{"optim.warmup_steps": 0, "optim.learning_rate": 1e-2})
+    # Scanned blocks, as ViT-H training runs them; the export is read back unrolled.
+    config = small_config(trainable="lora", **{"optim.warmup_steps": 0, "optim.learning_rate": 1e-2,
+                                               "model.scan_blocks": True})
     trainer = loop.Trainer(config, tmp_path, stop_after=2)
     initial = jax.device_get(trainer.restore_or_init())
     assert trainer.train() == 0
@@ -178,7 +181,8 @@ def test_lora_trains_adapters_and_heads_leaving_base_weights(tmp_path, compile_c
     qkv = final.params["backbone"]["blocks"]["attn"]["qkv"]["kernel"]
     merged = qkv + config.lora.alpha / config.lora.rank * np.einsum("...ir,...ro->...io", final.lora[name]["a"],
                                                                     final.lora[name]["b"])
-    np.testing.assert_allclose(exported["params"]["backbone"]["blocks"]["attn"]["qkv"]["kernel"], merged,
+    exported_blocks = vit.stack_blocks(exported["params"]["backbone"])["blocks"]
+    np.testing.assert_allclose(exported_blocks["attn"]["qkv"]["kernel"], merged,
                                rtol=1e-5, atol=1e-8)
     assert not np.allclose(merged, qkv)
 

@@ -69,10 +69,17 @@ def attention(q, k, v):
     """Multi-head softmax attention with float32 logits and softmax.
 
     q [B, Q, H, D] (already scaled), k and v [B, K, H, D] -> [B, Q, H, D] in v's dtype.
+    The products run over one merged batch axis of B x H heads ([B*H, N, D]): XLA:CPU's
+    batched products are about 3x faster so than with the head axis between the tokens and
+    the features (ViT-H batch 8: about 1 s instead of 3 s of attention per forward); the
+    transposes cost little on any backend.
     """
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    batch, queries, heads, dim = q.shape
+    q, k, v = (jnp.swapaxes(t, 1, 2).reshape(batch * heads, -1, t.shape[-1]) for t in (q, k, v))
+    logits = jnp.einsum("xqd,xkd->xqk", q, k, preferred_element_type=jnp.float32)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    out = jnp.einsum("xqk,xkd->xqd", weights, v).reshape(batch, heads, queries, -1)
+    return jnp.swapaxes(out, 1, 2)
 
 
 class Attention(nn.Module):

@@ -50,7 +50,7 @@ def matmul_peak_gflops(n=4096):
 
 
 def backbone_flops(config, tokens=193):
-    """Analytic FLOPs per image of the ViT (>99% of the pipeline): XLA's cost analysis counts a
+    """Analytic FLOPs per image of the ViT (about 98.5% of the pipeline): XLA's cost analysis counts a
     scanned block once, so it cannot be used with scan_blocks."""
     spec = vit.decode_variant(config.model.variant)
     width, mlp = spec["width"], spec["mlp_dim"]

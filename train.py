@@ -44,5 +44,15 @@ def main(argv):
         return 2
 
 
+def parse_flags(argv):
+    """absl's flag parsing, with a bad `--config.key=value` (a misspelt key) in one line
+    instead of a traceback."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:
+        message = str(e.args[0] if e.args else e).replace("\\n", " ").replace("\\'", "")
+        sys.exit(f"error: bad config override: {' '.join(message.strip(chr(39)).split())}")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -222,3 +222,11 @@ def test_init_from_a_converted_checkpoint(tmp_path, compile_cache):
         for module in marked:
             same = jax.tree.leaves(jax.tree.map(np.array_equal, state.params[module], marked[module]))
             assert all(same) == (module in modules), (kind, module)
+
+
+def test_a_misspelt_config_override_is_one_error_line(tmp_path):
+    result = train_cli(tmp_path / "run", "--config.optim.learnin_rate=1", cache=str(tmp_path / "cache"))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: bad config override") and "learning_rate" in lines[0]
+    assert not (tmp_path / "run").exists()

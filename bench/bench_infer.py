@@ -25,8 +25,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
 
 from animax.convert.animer import to_torch_state_dict  # noqa: E402
 from animax.inference.loading import load_config  # noqa: E402
-from animax.models import build_model, init_variables, vit  # noqa: E402
-from common import report, time_call  # noqa: E402
+from animax.models import build_model, init_variables  # noqa: E402
+from common import backbone_flops, report, time_call  # noqa: E402
 
 
 def peak_rss_gib():
@@ -49,17 +49,6 @@ def matmul_peak_gflops(n=4096):
     return out
 
 
-def backbone_flops(config, tokens=193):
-    """Analytic FLOPs per image of the ViT (about 98.5% of the pipeline): XLA's cost analysis counts a
-    scanned block once, so it cannot be used with scan_blocks."""
-    spec = vit.decode_variant(config.model.variant)
-    width, mlp = spec["width"], spec["mlp_dim"]
-    depth = config.model.depth or spec["depth"]
-    per_block = 2 * tokens * width * (3 * width + width + 2 * mlp) + 4 * tokens * tokens * width
-    patch_embed = 2 * (tokens - 1) * 3 * 16 * 16 * width
-    return depth * per_block + patch_embed
-
-
 def bench_animax(config, variables, batch, dtype, repeats):
     config.model.dtype = dtype
     model = build_model(config, smal=variables["smal"]["model"])
@@ -67,7 +56,7 @@ def bench_animax(config, variables, batch, dtype, repeats):
     start = time.perf_counter()
     compiled = jax.jit(model.apply).lower(variables, images).compile()
     compile_s = time.perf_counter() - start
-    flops = backbone_flops(config) * batch
+    flops = backbone_flops(config.model) * batch
     seconds = time_call(lambda: jax.block_until_ready(compiled(variables, images)), warmup=1,
                         repeats=repeats, min_seconds=0)
     memory = compiled.memory_analysis()

@@ -4,9 +4,10 @@ Cases (each a full optimizer step: forward, losses, backward, AdamW, on a synthe
     synthetic_tiny   configs/synthetic_tiny.py as is (batch 8)
     vith             AniMer's ViT-H/16 model (configs/animal3d.py), batch and dtype from the flags;
                      on a CPU use --vith_batch 1 --remat (memory) and expect tens of seconds a step
-Model FLOPs are the backbone's, counted analytically (forward: 2 x matmul parameters x tokens
-plus attention; training: 3 x forward; recomputation under remat not counted), since XLA's
-cost analysis counts a scanned block once; for ViT-H the heads add under 2%. With
+Model FLOPs are the backbone's, counted analytically (common.backbone_flops: matmuls,
+attention and patch embedding; training: 3 x forward; recomputation under remat not
+counted), since XLA's cost analysis counts a scanned block once; for ViT-H the heads add
+under 2%. With
 --peak_tflops (the device's dense peak for the compute dtype, e.g. 989 for an H100 SXM in
 bfloat16) the table adds the model FLOPs utilisation. Writes bench/results/bench_train.json.
 
@@ -25,10 +26,9 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from animax.models.vit import decode_variant  # noqa: E402
 from animax.train import input as input_lib  # noqa: E402
 from animax.train.loop import Trainer  # noqa: E402
-from common import report  # noqa: E402
+from common import backbone_flops, report  # noqa: E402
 from configs import animal3d, synthetic_tiny  # noqa: E402
 
 
@@ -42,16 +42,6 @@ def case_config(name, args):
     config.model.dtype = args.dtype
     config.model.remat = args.remat
     return config
-
-
-def backbone_train_flops(model_config, batch):
-    """Training FLOPs of the ViT on `batch` 256 x 192 crops (16 x 12 patches + class token)."""
-    vit = decode_variant(model_config.variant)
-    depth = model_config.depth or vit["depth"]
-    width, mlp, tokens = vit["width"], vit["mlp_dim"], 16 * 12 + 1
-    matmul_params = depth * (4 * width * width + 2 * width * mlp)
-    forward = 2 * matmul_params * tokens + depth * 4 * tokens * tokens * width
-    return 3 * forward * batch
 
 
 def bench(name, args):
@@ -73,7 +63,7 @@ def bench(name, args):
             times.append(time.perf_counter() - t0)
         trainer.checkpointer.close()
     step_s = sorted(times)[len(times) // 2]
-    flops = backbone_train_flops(config.model, config.batch_size)
+    flops = 3 * backbone_flops(config.model) * config.batch_size   # forward + backward
     row = {"case": name, "batch": config.batch_size, "dtype": config.model.dtype, "remat": config.model.remat,
            "compile_s": compile_s, "step_s": step_s, "images_per_s": config.batch_size / step_s,
            "backbone_gflop_per_step": flops / 1e9, "achieved_tflops": flops / step_s / 1e12}

@@ -22,7 +22,9 @@ class ModelLoadError(ValueError):
 
 
 def load_config(path):
-    """`get_config()` of a Python config file such as configs/tiny.py."""
+    """`get_config()` of a Python config file such as configs/tiny.py; `FILE:VARIANT` calls
+    `get_config(VARIANT)`, as `train.py --config` does (e.g. configs/horse10_finetune.py:tiny)."""
+    path, _, variant = str(path).partition(":")
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: config file not found")
@@ -35,7 +37,7 @@ def load_config(path):
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-        return module.get_config()
+        return module.get_config(*([variant] if variant else []))
     except Exception as e:                    # a user's file: any error is theirs to fix
         raise ModelLoadError(f"{path}: cannot load config ({type(e).__name__}: {e})") from None
 

@@ -32,8 +32,9 @@ def pck(pred_2d, gt_2d, mask, has_mask, valid, threshold=0.1):
     labelled = (conf > 0)[..., None]
     low = jnp.min(jnp.where(labelled, gt_2d[..., :2], jnp.inf), axis=1)
     high = jnp.max(jnp.where(labelled, gt_2d[..., :2], -jnp.inf), axis=1)
+    # No labelled keypoint: high - low is -inf, clipped to an empty box.
     box_area = jnp.prod(jnp.clip(high - low, 0.0) * CROP_PIXELS, axis=-1)
-    area = jnp.where(has_mask > 0, mask_area, jnp.where(jnp.isfinite(box_area), box_area, 0.0))
+    area = jnp.where(has_mask > 0, mask_area, box_area)
     hits = (dist / jnp.sqrt(jnp.maximum(area, 1.0))[:, None] < threshold).astype(jnp.float32)
     visible = jnp.sum(conf, axis=-1)
     weight = valid * (visible > 0)

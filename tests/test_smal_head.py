@@ -137,3 +137,20 @@ def test_pose_is_rotations_and_bfloat16_is_close():
     for key in ("pose_6d", "betas", "cam"):
         assert out16[key].dtype == jnp.float32 and np.all(np.isfinite(out16[key]))
         assert rel_err(out16[key], out32[key]) < 5e-2, key
+
+
+def test_rest_init_starts_from_the_rest_pose():
+    """From scratch (`rest_init`): the first prediction is every joint at identity, betas ~0 and
+    the initial camera; AniMer's default starts from 6D zeros, i.e. arbitrary rotations."""
+    feature_map = np.random.default_rng(1).normal(size=FEATURE_SHAPE).astype(np.float32)
+    head = smal_head.SMALHead(**TINY, rest_init=True)
+    out = head.apply(head.init(jax.random.PRNGKey(0), feature_map), feature_map)
+    angles = np.degrees(np.arccos(np.clip((np.trace(np.asarray(out["pose"], np.float64), axis1=-2, axis2=-1) - 1) / 2,
+                                          -1, 1)))
+    assert angles.max() < 3.0, angles.max()
+    assert np.abs(np.asarray(out["betas"])).max() < 0.05
+    np.testing.assert_allclose(out["cam"], np.tile([0.9, 0.0, 0.0], (FEATURE_SHAPE[0], 1)), atol=0.05)
+    default = smal_head.SMALHead(**TINY)
+    out = default.apply(default.init(jax.random.PRNGKey(0), feature_map), feature_map)
+    angles = np.arccos(np.clip((np.trace(np.asarray(out["pose"], np.float64), axis1=-2, axis2=-1) - 1) / 2, -1, 1))
+    assert np.degrees(angles).mean() > 30.0

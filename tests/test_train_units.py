@@ -163,3 +163,17 @@ def test_synthetic_source_is_deterministic_and_resumable():
     assert second["image"].shape == (2, 256, 256, 3) and second["pose"].shape == (2, 35, 3, 3)
     visible = second["keypoints_2d"][..., 2] > 0
     assert np.all(np.abs(second["keypoints_2d"][..., :2][visible]) <= 0.5)
+
+
+def test_synthetic_bodies_are_framed_inside_the_network_view():
+    """Like a detector crop: every body's box is centred and lies inside the centre 192 columns."""
+    from animax.smal import load_smal
+
+    batch = SyntheticQuadrupeds(load_smal(None), 16, seed=3).examples(range(16))
+    mask = batch["mask"]
+    assert mask[:, :, :32].sum() == 0 and mask[:, :, -32:].sum() == 0
+    for m in mask:
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        # The framing jitter (0.05 body units) moves the box by at most s x 0.05 / 2 x 256 <= 6.4 px.
+        assert abs((cols[0] + cols[-1]) / 2 - 127.5) < 9 and abs((rows[0] + rows[-1]) / 2 - 127.5) < 9
+        assert cols[-1] - cols[0] > 60       # still a sizeable body, not shrunk to a dot

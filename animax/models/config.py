@@ -25,6 +25,7 @@ def model_config() -> ml_collections.ConfigDict:
     head.dim_head = 64
     head.mlp_dim = 1024
     head.ief_iters = 1              # refinement iterations (AniMer's released config: 1)
+    head.rest_init = False          # from-scratch start: pose from the rest pose, readouts near 0 (not AniMer)
 
     enc = model.head_encoder = ml_collections.ConfigDict()
     enc.widths = (32, 64, 128, 256, 512)  # conv stage widths (each stage halves the resolution)

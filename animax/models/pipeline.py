@@ -50,7 +50,7 @@ class Pipeline(nn.Module):
         head = cfg.smal_head
         self.smal_head = SMALHead(num_joints=self.body_model.num_joints, ief_iters=head.ief_iters,
                                   dim=head.dim, depth=head.depth, heads=head.heads, dim_head=head.dim_head,
-                                  mlp_dim=head.mlp_dim, dtype=dtype)
+                                  mlp_dim=head.mlp_dim, rest_init=head.get("rest_init", False), dtype=dtype)
         self.class_token_head = ClassTokenHead(hidden_dim=cfg.class_head.hidden,
                                                output_dim=cfg.class_head.features, dtype=dtype)
         enc = cfg.head_encoder

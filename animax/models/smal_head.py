@@ -13,7 +13,10 @@
 The query is a zero token of dim 1 embedded by `to_token_embedding` plus `pos_embedding`.
 Each of the `depth` layers adds pre-norm self-attention, pre-norm cross-attention to the
 context and a pre-norm feed-forward to it. Readouts are added to fixed initial values
-(pose 0, betas 0, cam [0.9, 0, 0]). Parameters are float32; `dtype` is the matmul compute
+(pose 0, betas 0, cam [0.9, 0, 0]). With `rest_init` (training from scratch, not AniMer's) the
+pose starts from the rest pose instead (every joint's 6D = identity) and the readouts from
+near zero (Xavier-uniform, gain 0.01, as HMR 2.0 does): the first predictions are the
+template in its rest pose, not 35 random rotations out of near-degenerate 6D vectors. Parameters are float32; `dtype` is the matmul compute
 dtype, with LayerNorm, softmax, the residual stream and the readouts in float32.
 
 PyTorch key (AniMer `smal_head.*`) -> flax path under the head (`smal_head/` in the pipeline).
@@ -161,6 +164,7 @@ class SMALHead(nn.Module):
     heads: int = 8
     dim_head: int = 64
     mlp_dim: int = 1024
+    rest_init: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -173,13 +177,17 @@ class SMALHead(nn.Module):
 
         # AniMer feeds the decoder a zero token at every refinement step, so its output and the
         # readouts are the same each step: compute them once and accumulate them `ief_iters` times.
+        init = nn.initializers.variance_scaling(0.01**2, "fan_avg", "uniform") if self.rest_init \
+            else nn.initializers.lecun_normal()
+
         def readout(features, name):
-            return nn.Dense(features, dtype=self.dtype, name=name)(token).astype(jnp.float32)
+            return nn.Dense(features, dtype=self.dtype, kernel_init=init, name=name)(token).astype(jnp.float32)
 
         d_pose = readout(6 * self.num_joints, "decpose")
         d_betas = readout(self.num_betas, "decshape")
         d_cam = readout(3, "deccam")
-        pose_6d = jnp.zeros((b, 6 * self.num_joints), jnp.float32)
+        rest_6d = jnp.tile(jnp.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], jnp.float32), self.num_joints)
+        pose_6d = jnp.broadcast_to(rest_6d if self.rest_init else 0.0, (b, 6 * self.num_joints))
         betas = jnp.zeros((b, self.num_betas), jnp.float32)
         cam = jnp.broadcast_to(jnp.array([0.9, 0.0, 0.0], jnp.float32), (b, 3))
         iters = []

@@ -11,6 +11,9 @@ Batches have the training keys (numpy):
     keypoints_3d [B,K,4] camera-frame xyz + 1; betas [B,NB]; pose [B,J,3,3]; has_betas [B];
     has_pose [B]; family [B] int32; mask [B,256,256] float32; has_mask [B] (ones).
 
+The camera frames the body as a detector crop would: its projected box is centred (up to a
+small jitter) and fits, with a margin, inside the centre 192 columns that the network sees.
+
 The picture: vertices projected with the example's camera and splatted as discs, nearest on
 top, each coloured by its rest-pose position (x, y, z -> R, G, B), so left and right, front
 and back are told apart by colour, on a grey background with noise.
@@ -21,12 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 from animax.geometry import CROP_SIZE, FOCAL_LENGTH
+from animax.models.pipeline import BACKBONE_COLUMNS
 from animax.smal import SMALModel, smal_forward
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 NUM_FAMILIES = 5
 _SPLAT_RADIUS = 2
+_VIEW_WIDTH = len(range(CROP_SIZE)[BACKBONE_COLUMNS])   # the crop columns the network sees
 # The stand-in's +x (forward) -> image right, +z (up) -> image up, +y (left) -> away from the camera.
 _SIDE_VIEW = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
@@ -39,6 +44,55 @@ def _rotation(axis_angle):
     k = axis_angle / angle
     kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
     return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
+
+
+def joint_sigmas(joint_names) -> np.ndarray:
+    """Spread [J,3] (radians, about the body's x forward, y left, z up axes) of each joint's
+    random local rotation, by the joint's part of the body: a stiff spine, legs that swing
+    fore and aft, a wagging tail, a loose neck, head, jaw and ears. Independent rotations of
+    the same size everywhere would bend the body through its six spine joints by about 50
+    degrees, a contortion no animal makes.
+    """
+    def spread(name):
+        name = name.lower()
+        if "spine" in name or "pelvis" in name:
+            return (0.04, 0.04, 0.04)
+        if "leg" in name or "foot" in name:
+            return (0.05, 0.3, 0.05)
+        if "tail" in name:
+            return (0.05, 0.15, 0.15)
+        return (0.15, 0.15, 0.15)
+    return np.array([spread(n) for n in joint_names])
+
+
+def _translation(cam):
+    """Weak-perspective [B,3] cameras -> camera-frame translations [B,3]."""
+    tz = 2.0 * FOCAL_LENGTH / (CROP_SIZE * cam[:, 0])
+    return np.stack([cam[:, 1], cam[:, 2], tz], axis=-1)
+
+
+def _project(points, translation):
+    """Camera-frame points [B,N,3] + translations [B,1,3] -> crop-normalised xy [B,N,2]."""
+    p = points + translation
+    return FOCAL_LENGTH / CROP_SIZE * p[..., :2] / p[..., 2:]
+
+
+def _frame(vertices, cam):
+    """Frames each body like a detector crop: cam [B,3] = [scale, jitter x, jitter y] ->
+    weak-perspective cameras whose projected body box is centred (give or take the jitter)
+    and fits inside the centre 192 x 256 pixels that the network sees, with a 10% margin.
+
+    Projected extents grow about linearly with the scale s and a shift t of the body moves
+    its projection by about s t / 2, so one measurement at zero offset sets both.
+    """
+    offset = np.concatenate([cam[:, :1], np.zeros_like(cam[:, 1:])], axis=-1)
+    xy = _project(vertices, _translation(offset)[:, None])
+    lo, hi = xy.min(axis=1), xy.max(axis=1)
+    extent = hi - lo
+    fit = np.minimum(1.0, np.min(0.9 * np.array([_VIEW_WIDTH / CROP_SIZE, 1.0]) / extent, axis=-1))
+    scale = cam[:, 0] * fit
+    centre = (lo + hi) / 2 * fit[:, None]
+    return np.concatenate([scale[:, None], cam[:, 1:] - 2.0 * centre / scale[:, None]], axis=-1)
 
 
 class SyntheticQuadrupeds:
@@ -56,6 +110,7 @@ class SyntheticQuadrupeds:
         family_rng = np.random.default_rng([seed, 2**31 - 1])
         self._family_betas = np.zeros((NUM_FAMILIES, body.num_betas))
         self._family_betas[:, :10] = family_rng.normal(0.0, 0.8, (NUM_FAMILIES, 10))
+        self._joint_sigmas = joint_sigmas(body.joint_names)
         template = np.asarray(body.v_template)
         lo, hi = template.min(0), template.max(0)
         self._colours = ((template - lo) / (hi - lo) * 0.8 + 0.1).astype(np.float32)
@@ -77,7 +132,7 @@ class SyntheticQuadrupeds:
         self._next_batch = int(state["next_batch"])
 
     def _parameters(self, index):
-        """(family, betas [NB], pose [J,3,3], cam [3], has_gt) of one example."""
+        """(family, betas [NB], pose [J,3,3], cam [3] (scale, jitter x, y; see `_frame`), has_gt) of one example."""
         rng = np.random.default_rng([self.seed, index])
         family = int(rng.integers(NUM_FAMILIES))
         betas = self._family_betas[family] + rng.normal(0.0, 0.3, self.body.num_betas) * (
@@ -85,7 +140,7 @@ class SyntheticQuadrupeds:
         yaw = rng.uniform(-0.8, 0.8) + np.pi * rng.integers(2)
         tilt = rng.normal(0.0, 0.1, 3) * np.array([1.0, 1.0, 0.0])
         rotations = [_SIDE_VIEW @ _rotation(np.array([0.0, 0.0, yaw])) @ _rotation(tilt)]
-        rotations += [_rotation(rng.normal(0.0, 0.2, 3)) for _ in range(self.body.num_joints - 1)]
+        rotations += [_rotation(rng.normal(0.0, 1.0, 3) * sigma) for sigma in self._joint_sigmas[1:]]
         cam = np.array([rng.uniform(0.75, 1.0), *rng.uniform(-0.05, 0.05, 2)])
         return family, betas, np.stack(rotations), cam, rng.random() < self.gt_fraction
 
@@ -99,13 +154,12 @@ class SyntheticQuadrupeds:
         has_gt = np.array([p[4] for p in params], np.float32)
         body = smal_forward(self.body, betas, pose)
         vertices, keypoints = np.asarray(body["vertices"]), np.asarray(body["keypoints_3d"])
-        tz = 2.0 * FOCAL_LENGTH / (CROP_SIZE * cam[:, 0])
-        translation = np.stack([cam[:, 1], cam[:, 2], tz], axis=-1)[:, None]
-        project = lambda x: FOCAL_LENGTH / CROP_SIZE * (x + translation)[..., :2] / (x + translation)[..., 2:]
-        kp_2d = project(keypoints)
+        cam = _frame(vertices, cam)
+        translation = _translation(cam)[:, None]
+        kp_2d = _project(keypoints, translation)
         visible = np.all(np.abs(kp_2d) < 0.5, axis=-1, keepdims=True).astype(np.float32)
         images, masks = zip(*(self._draw(points, v[:, 2], i)
-                              for points, v, i in zip(project(vertices), vertices, indices)))
+                              for points, v, i in zip(_project(vertices, translation), vertices, indices)))
         ones = np.ones(keypoints.shape[:-1] + (1,), np.float32)
         return {
             "image": np.stack(images), "mask": np.stack(masks), "has_mask": np.ones(len(images), np.float32),

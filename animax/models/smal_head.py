@@ -13,11 +13,12 @@
 The query is a zero token of dim 1 embedded by `to_token_embedding` plus `pos_embedding`.
 Each of the `depth` layers adds pre-norm self-attention, pre-norm cross-attention to the
 context and a pre-norm feed-forward to it. Readouts are added to fixed initial values
-(pose 0, betas 0, cam [0.9, 0, 0]). With `rest_init` (training from scratch, not AniMer's) the
-pose starts from the rest pose instead (every joint's 6D = identity) and the readouts from
-near zero (Xavier-uniform, gain 0.01, as HMR 2.0 does): the first predictions are the
-template in its rest pose, not 35 random rotations out of near-degenerate 6D vectors. Parameters are float32; `dtype` is the matmul compute
-dtype, with LayerNorm, softmax, the residual stream and the readouts in float32.
+(pose 0, betas 0, cam [0.9, 0, 0]). With `rest_init` (training from scratch, not AniMer's)
+the pose starts from the rest pose instead (every joint's 6D = identity) and the readouts
+from near zero (Xavier-uniform, gain 0.01, as HMR 2.0 does): the first predictions are the
+template in its rest pose, not 35 arbitrary rotations of near-degenerate 6D vectors.
+Parameters are float32; `dtype` is the matmul compute dtype, with LayerNorm, softmax, the
+residual stream and the readouts in float32.
 
 PyTorch key (AniMer `smal_head.*`) -> flax path under the head (`smal_head/` in the pipeline).
 Every Linear `weight [out, in]` -> `kernel [in, out]` (`.T`), `bias` -> `bias`; LayerNorm

@@ -66,7 +66,11 @@ def joint_sigmas(joint_names) -> np.ndarray:
 
 
 def _translation(cam):
-    """Weak-perspective [B,3] cameras -> camera-frame translations [B,3]."""
+    """Weak-perspective [B,3] cameras -> camera-frame translations [B,3].
+
+    This and `_project` are float64 NumPy twins of `animax.geometry`'s jitted camera helpers:
+    the generator runs on the host.
+    """
     tz = 2.0 * FOCAL_LENGTH / (CROP_SIZE * cam[:, 0])
     return np.stack([cam[:, 1], cam[:, 2], tz], axis=-1)
 

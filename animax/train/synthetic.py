@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from animax.geometry import CROP_SIZE, FOCAL_LENGTH
+from animax.geometry import CROP_SIZE, project_to_crop, weak_cam_to_translation
 from animax.models.pipeline import BACKBONE_COLUMNS
 from animax.smal import SMALModel, smal_forward
 
@@ -65,20 +65,10 @@ def joint_sigmas(joint_names) -> np.ndarray:
     return np.array([spread(n) for n in joint_names])
 
 
-def _translation(cam):
-    """Weak-perspective [B,3] cameras -> camera-frame translations [B,3].
-
-    This and `_project` are float64 NumPy twins of `animax.geometry`'s jitted camera helpers:
-    the generator runs on the host.
-    """
-    tz = 2.0 * FOCAL_LENGTH / (CROP_SIZE * cam[:, 0])
-    return np.stack([cam[:, 1], cam[:, 2], tz], axis=-1)
-
-
-def _project(points, translation):
-    """Camera-frame points [B,N,3] + translations [B,1,3] -> crop-normalised xy [B,N,2]."""
-    p = points + translation
-    return FOCAL_LENGTH / CROP_SIZE * p[..., :2] / p[..., 2:]
+def _project(points, cam):
+    """Camera-frame points [B,N,3] seen by weak-perspective cameras [B,3] -> crop-normalised
+    xy [B,N,2] (NumPy), with the pipeline's own camera model."""
+    return np.asarray(project_to_crop(points, weak_cam_to_translation(cam)))
 
 
 def _frame(vertices, cam):
@@ -90,7 +80,7 @@ def _frame(vertices, cam):
     its projection by about s t / 2, so one measurement at zero offset sets both.
     """
     offset = np.concatenate([cam[:, :1], np.zeros_like(cam[:, 1:])], axis=-1)
-    xy = _project(vertices, _translation(offset)[:, None])
+    xy = _project(vertices, offset)
     lo, hi = xy.min(axis=1), xy.max(axis=1)
     extent = hi - lo
     fit = np.minimum(1.0, np.min(0.9 * np.array([_VIEW_WIDTH / CROP_SIZE, 1.0]) / extent, axis=-1))
@@ -159,11 +149,10 @@ class SyntheticQuadrupeds:
         body = smal_forward(self.body, betas, pose)
         vertices, keypoints = np.asarray(body["vertices"]), np.asarray(body["keypoints_3d"])
         cam = _frame(vertices, cam)
-        translation = _translation(cam)[:, None]
-        kp_2d = _project(keypoints, translation)
+        kp_2d = _project(keypoints, cam)
         visible = np.all(np.abs(kp_2d) < 0.5, axis=-1, keepdims=True).astype(np.float32)
         images, masks = zip(*(self._draw(points, v[:, 2], i)
-                              for points, v, i in zip(_project(vertices, translation), vertices, indices)))
+                              for points, v, i in zip(_project(vertices, cam), vertices, indices)))
         ones = np.ones(keypoints.shape[:-1] + (1,), np.float32)
         return {
             "image": np.stack(images), "mask": np.stack(masks), "has_mask": np.ones(len(images), np.float32),

@@ -28,6 +28,7 @@ def get_config():
     data.augment = True                 # AniMer's augmentation (scale 0.3, rot 30 deg @0.6, trans 0.02 @0.5, colour 0.2)
     data.gt_fraction = 1.0              # synthetic_inline only: share of examples with SMAL parameter GT
     data.worker_count = 4               # grain worker processes per host (0 = in-process)
+    data.prefetch = 2                   # training batches made ahead on a background thread (0 = none)
 
     config.batch_size = 16              # global batch per optimizer step, all processes together (AniMer: 16)
     config.grad_accum_steps = 1         # micro-batches per step (batch_size / k each); gradients are averaged

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from animax.smal import SMALModel
+from animax.train.prefetch import Prefetch
 from animax.train.synthetic import SyntheticQuadrupeds
 
 # What the steps read (everything else a dataset yields stays on the host).
@@ -31,12 +32,15 @@ def per_process(global_size: int) -> int:
 
 
 def train_source(config, body: SMALModel):
-    """The endless training iterator of this process (yields dicts of numpy arrays)."""
+    """The endless training iterator of this process (yields dicts of numpy arrays), read
+    `config.data.prefetch` batches ahead on a background thread."""
     local = per_process(config.batch_size)
     if config.data.name == INLINE:
-        return SyntheticQuadrupeds(body, local, seed=config.seed, shard_index=jax.process_index(),
-                                   shard_count=jax.process_count(), gt_fraction=config.data.gt_fraction)
-    return _dataset_source(config, split=config.data.train_split, batch_size=local, train=True)
+        source = SyntheticQuadrupeds(body, local, seed=config.seed, shard_index=jax.process_index(),
+                                     shard_count=jax.process_count(), gt_fraction=config.data.gt_fraction)
+    else:
+        source = _dataset_source(config, split=config.data.train_split, batch_size=local, train=True)
+    return Prefetch(source, config.data.prefetch) if config.data.prefetch else source
 
 
 def eval_batches(config, body: SMALModel):

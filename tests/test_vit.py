@@ -176,3 +176,21 @@ def test_drop_path_rate_extremes():
     np.testing.assert_array_equal(block.apply(variables, x, 1.0, False, rngs=rngs)[0], x)
     np.testing.assert_allclose(block.apply(variables, x, 0.0, False, rngs=rngs)[0],
                                block.apply(variables, x, 0.0, True)[0], rtol=1e-6)
+
+
+def test_position_code_starts_each_token_at_its_grid_place():
+    """The from-scratch pos_embed: row 0 zero; the code of (r, c) is sines and cosines, so two
+    tokens' codes have the dot product sum_k cos((r - r') w_k) + cos((c - c') w_k): it depends on
+    their offset only, and is largest for the token itself."""
+    h, w, channels = 16, 12, 192
+    code = vit.sincos_pos_embed(h, w, channels)
+    assert code.shape == (1, 1 + h * w, channels) and not code[0, 0].any()
+    grid = code[0, 1:].astype(np.float64).reshape(h, w, channels)
+    omega = 1.0 / 10000.0 ** (np.arange(channels // 4) / (channels // 4))
+    for (r, c), (r2, c2) in [((0, 0), (3, 5)), ((7, 2), (7, 2)), ((15, 11), (2, 9))]:
+        expected = np.cos((r - r2) * omega).sum() + np.cos((c - c2) * omega).sum()
+        np.testing.assert_allclose(grid[r, c] @ grid[r2, c2], expected, rtol=1e-5, atol=1e-4)
+    gram = grid.reshape(h * w, channels) @ grid.reshape(h * w, channels).T
+    assert np.all(np.argmax(gram, axis=1) == np.arange(h * w))
+    params = vit.Model("Ti/16", depth=1).init(jax.random.PRNGKey(0), jnp.zeros((1, 256, 192, 3)))["params"]
+    np.testing.assert_array_equal(params["pos_embed"], code)

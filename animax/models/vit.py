@@ -58,6 +58,27 @@ _dense_init = nn.initializers.truncated_normal(0.02)
 _LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-6, dtype=jnp.float32)
 
 
+def sincos_pos_embed(height: int, width: int, channels: int) -> np.ndarray:
+    """[1, 1 + height * width, channels] fixed 2D sine-cosine position code, the start value of
+    `pos_embed` (converted checkpoints overwrite it). Rows 1.. are the row-major token grid:
+    the first half of the channels code the row, the second half the column, each as sines
+    and cosines of geometrically spaced frequencies. Row 0 (the class-token slot, which
+    ViTPose adds to every token) is zero.
+
+    Why not a small random start: 0.02-sized random rows are swamped by the patch embedding,
+    so a model trained from scratch starts blind to where each token is and has to grow a
+    position code first; this one says where every token is from the first step.
+    """
+    if channels % 4:
+        raise ValueError(f"sin-cos position code needs channels divisible by 4, got {channels}")
+    quarter = channels // 4
+    frequencies = 1.0 / 10000.0 ** (np.arange(quarter) / quarter)
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    code = [f(np.outer(axis.reshape(-1), frequencies)) for axis in (rows, cols) for f in (np.sin, np.cos)]
+    grid = np.concatenate(code, axis=-1)
+    return np.concatenate([np.zeros((1, channels)), grid])[None].astype(np.float32)
+
+
 def decode_variant(variant):
     """"H/16" -> {width: 1280, depth: 32, num_heads: 16, mlp_dim: 5120, patch_size: 16}."""
     name, patch = variant.split("/")
@@ -175,7 +196,7 @@ class ViT(nn.Module):
         x = PatchEmbed(self.width, self.patch_size, self.patch_padding, self.dtype, name="patch_embed")(images)
         b, h, w, c = x.shape
         x = x.reshape(b, h * w, c)
-        pos_embed = self.param("pos_embed", _dense_init, (1, 1 + h * w, c))
+        pos_embed = self.param("pos_embed", lambda _, shape: jnp.asarray(sincos_pos_embed(h, w, c)), (1, 1 + h * w, c))
         # Row 0 belongs to the pre-training class token; ViTPose adds it to every patch token
         # and gives the class token no position at all. Adding float32 rows makes the
         # residual stream float32 whatever the compute dtype.

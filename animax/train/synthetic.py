@@ -12,7 +12,7 @@ Batches have the training keys (numpy):
     has_pose [B]; family [B] int32; mask [B,256,256] float32; has_mask [B] (ones).
 
 The camera frames the body as a detector crop would: its projected box is centred (up to a
-small jitter) and fits, with a margin, inside the centre 192 columns that the network sees.
+small jitter) and fills 70-85% of the centre 192 x 256 pixels that the network sees.
 
 The picture: vertices projected with the example's camera and splatted as discs, nearest on
 top, each coloured by its rest-pose position (x, y, z -> R, G, B), so left and right, front
@@ -72,20 +72,19 @@ def _project(points, cam):
 
 
 def _frame(vertices, cam):
-    """Frames each body like a detector crop: cam [B,3] = [scale, jitter x, jitter y] ->
+    """Frames each body like a detector crop: cam [B,3] = [fill, jitter x, jitter y] ->
     weak-perspective cameras whose projected body box is centred (give or take the jitter)
-    and fits inside the centre 192 x 256 pixels that the network sees, with a 10% margin.
+    and fills the share `fill` of the centre 192 x 256 pixels that the network sees, along
+    whichever side limits it (AniMer's crops, a box grown by 1.2: 0.83).
 
-    Projected extents grow about linearly with the scale s and a shift t of the body moves
-    its projection by about s t / 2, so one measurement at zero offset sets both.
+    Projected extents grow linearly with the scale s and a shift t of the body moves its
+    projection by s t / 2, so one measurement at unit scale and zero offset sets both.
     """
-    offset = np.concatenate([cam[:, :1], np.zeros_like(cam[:, 1:])], axis=-1)
-    xy = _project(vertices, offset)
+    unit = np.concatenate([np.ones_like(cam[:, :1]), np.zeros_like(cam[:, 1:])], axis=-1)
+    xy = _project(vertices, unit)
     lo, hi = xy.min(axis=1), xy.max(axis=1)
-    extent = hi - lo
-    fit = np.minimum(1.0, np.min(0.9 * np.array([_VIEW_WIDTH / CROP_SIZE, 1.0]) / extent, axis=-1))
-    scale = cam[:, 0] * fit
-    centre = (lo + hi) / 2 * fit[:, None]
+    scale = cam[:, 0] / np.max((hi - lo) / np.array([_VIEW_WIDTH / CROP_SIZE, 1.0]), axis=-1)
+    centre = (lo + hi) / 2 * scale[:, None]
     return np.concatenate([scale[:, None], cam[:, 1:] - 2.0 * centre / scale[:, None]], axis=-1)
 
 
@@ -126,7 +125,7 @@ class SyntheticQuadrupeds:
         self._next_batch = int(state["next_batch"])
 
     def _parameters(self, index):
-        """(family, betas [NB], pose [J,3,3], cam [3] (scale, jitter x, y; see `_frame`), has_gt) of one example."""
+        """(family, betas [NB], pose [J,3,3], cam [3] (fill, jitter x, y; see `_frame`), has_gt) of one example."""
         rng = np.random.default_rng([self.seed, index])
         family = int(rng.integers(NUM_FAMILIES))
         betas = self._family_betas[family] + rng.normal(0.0, 0.3, self.body.num_betas) * (
@@ -135,7 +134,7 @@ class SyntheticQuadrupeds:
         tilt = rng.normal(0.0, 0.1, 3) * np.array([1.0, 1.0, 0.0])
         rotations = [_SIDE_VIEW @ _rotation(np.array([0.0, 0.0, yaw])) @ _rotation(tilt)]
         rotations += [_rotation(rng.normal(0.0, 1.0, 3) * sigma) for sigma in self._joint_sigmas[1:]]
-        cam = np.array([rng.uniform(0.75, 1.0), *rng.uniform(-0.05, 0.05, 2)])
+        cam = np.array([rng.uniform(0.7, 0.85), *rng.uniform(-0.05, 0.05, 2)])
         return family, betas, np.stack(rotations), cam, rng.random() < self.gt_fraction
 
     def examples(self, indices) -> dict:

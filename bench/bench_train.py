@@ -1,7 +1,10 @@
 """Training-step speed: step time, images/s and achieved FLOP/s of the jitted train step.
 
 Cases (each a full optimizer step: forward, losses, backward, AdamW, on a synthetic batch):
-    synthetic_tiny   configs/synthetic_tiny.py as is (batch 8)
+    synthetic_tiny   configs/synthetic_tiny.py as is (batch 8), one batch over and over
+    synthetic_tiny_loop, synthetic_tiny_loop_noprefetch
+                     the same, but every step takes a new batch from the training source, as
+                     train.py does: with batches made ahead on a thread (data.prefetch 2) and without
     vith             AniMer's ViT-H/16 model (configs/animal3d.py), batch and dtype from the flags;
                      on a CPU use --vith_batch 1 --remat (memory) and expect tens of seconds a step
 Model FLOPs are the backbone's, counted analytically (common.backbone_flops: matmuls,
@@ -33,8 +36,11 @@ from configs import animal3d, synthetic_tiny  # noqa: E402
 
 
 def case_config(name, args):
-    if name == "synthetic_tiny":
-        return synthetic_tiny.get_config()
+    if name.startswith("synthetic_tiny"):
+        config = synthetic_tiny.get_config()
+        if name.endswith("noprefetch"):
+            config.data.prefetch = 0
+        return config
     config = animal3d.get_config()
     config.init.kind = "scratch"
     config.data.name = "synthetic_inline"
@@ -49,7 +55,9 @@ def bench(name, args):
     with tempfile.TemporaryDirectory() as workdir:
         trainer = Trainer(config, workdir)
         state = trainer.restore_or_init()
-        batch = trainer.batch(next(input_lib.train_source(config, trainer.body)), input_lib.TRAIN_KEYS)
+        source = input_lib.train_source(config, trainer.body)
+        fresh = "_loop" in name
+        batch = trainer.batch(next(source), input_lib.TRAIN_KEYS)
         start = time.perf_counter()
         compiled = trainer.train_step.lower(state, batch, trainer.smal).compile()
         compile_s = time.perf_counter() - start
@@ -58,9 +66,13 @@ def bench(name, args):
         times = []
         for _ in range(args.steps):
             t0 = time.perf_counter()
+            if fresh:
+                batch = trainer.batch(next(source), input_lib.TRAIN_KEYS)
             state, metrics = compiled(state, batch, trainer.smal)
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - t0)
+        if hasattr(source, "close"):   # the prefetch reader thread
+            source.close()
         trainer.checkpointer.close()
     step_s = sorted(times)[len(times) // 2]
     flops = 3 * backbone_flops(config.model) * config.batch_size   # forward + backward
@@ -74,7 +86,8 @@ def bench(name, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", default=["synthetic_tiny"], choices=["synthetic_tiny", "vith"])
+    parser.add_argument("--cases", nargs="+", default=["synthetic_tiny"],
+                        choices=["synthetic_tiny", "synthetic_tiny_loop", "synthetic_tiny_loop_noprefetch", "vith"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per case (median reported)")
     parser.add_argument("--vith_batch", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="ViT-H compute dtype")

@@ -196,7 +196,8 @@ class ViT(nn.Module):
         x = PatchEmbed(self.width, self.patch_size, self.patch_padding, self.dtype, name="patch_embed")(images)
         b, h, w, c = x.shape
         x = x.reshape(b, h * w, c)
-        pos_embed = self.param("pos_embed", lambda _, shape: jnp.asarray(sincos_pos_embed(h, w, c)), (1, 1 + h * w, c))
+        start = sincos_pos_embed(h, w, c)
+        pos_embed = self.param("pos_embed", lambda _key, shape: jnp.asarray(start).reshape(shape), start.shape)
         # Row 0 belongs to the pre-training class token; ViTPose adds it to every patch token
         # and gives the class token no position at all. Adding float32 rows makes the
         # residual stream float32 whatever the compute dtype.

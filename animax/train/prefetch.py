@@ -46,7 +46,8 @@ class Prefetch:
         self._state = self.source.get_state()
 
     def close(self) -> None:
-        """Stops the reader thread; batches read ahead are dropped (the source is rewound on set_state)."""
+        """Stops the reader thread and drops the batches it read ahead, rewinding the source to
+        just after the last batch handed out."""
         if self._thread is None:
             return
         self._stop.set()

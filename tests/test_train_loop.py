@@ -194,8 +194,9 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, c
 
     def poisoned(config, body):
         source = real(config, body)
-        original = source.examples
-        source.examples = lambda indices: {**original(indices), "image": np.full((8, 256, 256, 3), np.nan, np.float32)}
+        synthetic = getattr(source, "source", source)   # under the data.prefetch reader
+        original = synthetic.examples
+        synthetic.examples = lambda indices: {**original(indices), "image": np.full((8, 256, 256, 3), np.nan, np.float32)}
         return source
 
     monkeypatch.setattr(input_lib, "train_source", poisoned)

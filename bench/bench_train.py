@@ -71,8 +71,7 @@ def bench(name, args):
             state, metrics = compiled(state, batch, trainer.smal)
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - t0)
-        if hasattr(source, "close"):   # the prefetch reader thread
-            source.close()
+        input_lib.close_train_source(source)
         trainer.checkpointer.close()
     step_s = sorted(times)[len(times) // 2]
     flops = 3 * backbone_flops(config.model) * config.batch_size   # forward + backward

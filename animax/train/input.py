@@ -43,6 +43,12 @@ def train_source(config, body: SMALModel):
     return Prefetch(source, config.data.prefetch) if config.data.prefetch else source
 
 
+def close_train_source(source) -> None:
+    """Stops the reader thread of a `train_source` read ahead (data.prefetch); else nothing."""
+    if isinstance(source, Prefetch):
+        source.close()
+
+
 def eval_batches(config, body: SMALModel):
     """This process's evaluation batches, each with `valid [b]`: 0 marks padding rows."""
     local = per_process(config.eval_batch_size)

@@ -173,7 +173,7 @@ class Trainer:
             bar.close()
             writer.close()
             stop.restore()
-            _close(source)
+            input_lib.close_train_source(source)
         self.checkpointer.wait()
         if config.checkpoint.export and last == config.num_train_steps:
             self.export(state)
@@ -199,7 +199,7 @@ class Trainer:
         state = self.restore_or_init(source)
         start = time.perf_counter()
         state, metrics = self.train_step(state, self.batch(next(source), input_lib.TRAIN_KEYS), self.smal)
-        _close(source)
+        input_lib.close_train_source(source)
         values = jax.device_get(metrics)
         seconds = time.perf_counter() - start
         if jax.process_index() == 0:
@@ -259,12 +259,6 @@ class _TerminationFlag:
 
     def restore(self) -> None:
         signal.signal(signal.SIGTERM, self._previous)
-
-
-def _close(source) -> None:
-    """Stops a source's reader thread (data.prefetch), if it has one."""
-    if hasattr(source, "close"):
-        source.close()
 
 
 def _mean(records: list[dict]) -> dict:

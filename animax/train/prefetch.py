@@ -19,8 +19,8 @@ class Prefetch:
     def __init__(self, source, depth: int = 2):
         self.source, self.depth = source, depth
         self._state = source.get_state()
-        self._queue: queue.Queue | None = None
-        self._stop = threading.Event()
+        self._queue: queue.Queue | None = None      # these three exist while the reader runs
+        self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
 
     def __iter__(self):

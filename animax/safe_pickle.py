@@ -7,6 +7,7 @@ refused with an `UnsafePickleError` naming it, before anything is called.
 
 from __future__ import annotations
 
+import _compat_pickle
 import builtins
 import codecs
 import collections
@@ -21,15 +22,23 @@ class UnsafePickleError(pickle.UnpicklingError):
     """The pickle references a global outside the allow-list."""
 
 
-# Python 2 pickles name builtins and copyreg by their old module names.
-_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+def _python3_name(module: str, name: str) -> tuple[str, str]:
+    """Python 2 names (`__builtin__.long`, `copy_reg._reconstructor`) as Python 3 spells them.
+    Protocol 0-2 pickles written by Python 3 use them too (`int` is written as `__builtin__.long`)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
 
 # Plain containers and the helper that rebuilds objects of (allow-listed) classes.
 BASIC_GLOBALS = {("builtins", name): getattr(builtins, name)
                  for name in ("object", "set", "frozenset", "list", "dict", "tuple", "int",
-                              "float", "complex", "bool", "bytes", "bytearray", "slice")}
+                              "float", "complex", "bool", "str", "bytes", "bytearray", "slice")}
 BASIC_GLOBALS[("copyreg", "_reconstructor")] = copyreg._reconstructor
 BASIC_GLOBALS[("collections", "OrderedDict")] = collections.OrderedDict
+# omegaconf's metadata pickles `defaultdict(dict)`; it loads as a plain dict, its factory unused.
+BASIC_GLOBALS[("collections", "defaultdict")] = lambda factory=None, *items: dict(*items)
 # Python 3 writes bytes into protocol 0-2 pickles as codecs.encode(text, "latin1").
 BASIC_GLOBALS[("_codecs", "encode")] = codecs.encode
 
@@ -64,7 +73,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module: str, name: str):
-        module = _PY2_MODULES.get(module, module)
+        module, name = _python3_name(module, name)
         if (module, name) in self._allowed:
             return self._allowed[(module, name)]
         if self._substitute is not None:

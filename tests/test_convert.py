@@ -1,5 +1,6 @@
 """Checkpoint conversion: exact against PyTorch forwards, safe against payloads, fully accounted."""
 
+import collections
 import json
 import os
 import pickle
@@ -17,8 +18,8 @@ smplx_lbs = pytest.importorskip("smplx.lbs")
 
 import convert_weights  # noqa: E402
 from animax import load_model, load_smal  # noqa: E402
-from torch_reference import (random_state, torch_class_head_shapes, torch_head, torch_head_shapes,  # noqa: E402
-                             torch_vit, torch_vit_shapes)
+from torch_reference import (random_state, register_tensors, torch_class_head_shapes, torch_head,  # noqa: E402
+                             torch_head_shapes, torch_vit, torch_vit_shapes)
 
 WIDTH, DEPTH, HEADS, MLP = 192, 2, 3, 768          # a ViT-Ti/16 backbone, 2 blocks
 HEAD = dict(dim=64, depth=2, heads=2, dim_head=32, mlp_dim=64)
@@ -129,19 +130,37 @@ def test_round_trip_to_torch_is_exact(converted):
         assert torch.equal(back[k], v), k
 
 
+def write_mmcv_checkpoint(path, sd):
+    """A ViTPose `backbone.pth` as mmcv 1.x's `save_checkpoint` composes it (ViTPose trains with
+    mmcv 1.3.9, which does not install beside current torch): `meta` of the run, the model's
+    `state_dict()`, and `optimizer.state_dict()` of a real AdamW step."""
+    model = register_tensors(torch.nn.Module(), sd)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: the weights stay sd's
+    sum(p.square().sum() for p in model.parameters()).backward()
+    optimizer.step()
+    meta = {"mmcv_version": "1.3.9", "time": "Thu Apr 14 10:21:07 2022", "env_info": "sys.platform: linux\n",
+            "config": "model = dict(type='TopDown', backbone=dict(type='ViT', embed_dim=1280))\n",
+            "seed": 0, "exp_name": "ViTPose_huge_coco_256x192.py", "epoch": 210, "iter": 137130,
+            "hook_msgs": {"last_ckpt": "work_dirs/epoch_210.pth", "best_score": np.float64(0.791)}}
+    state = collections.OrderedDict((k, v.detach().cpu()) for k, v in model.state_dict().items())
+    torch.save({"meta": meta, "state_dict": state, "optimizer": optimizer.state_dict()}, path)
+
+
 def test_vitpose_backbone_converts_with_animer_cls_init(tmp_path, capsys):
     sd = {f"backbone.{k}": v for k, v in random_state(torch_vit_shapes(WIDTH, DEPTH, MLP, 192)).items()
           if k != "cls_token"}
     sd["keypoint_head.final_layer.weight"] = torch.zeros(17, WIDTH, 1, 1)
-    torch.save({"state_dict": sd, "meta": {"epoch": 210}}, tmp_path / "backbone.pth")
+    write_mmcv_checkpoint(tmp_path / "backbone.pth", sd)
     assert convert_weights.main([str(tmp_path / "backbone.pth"), str(tmp_path / "out")]) == 0
     report = capsys.readouterr().out
     assert "ViTPose backbone" in report and "AniMer's init N(0, 1e-6)" in report
     assert "ViTPose keypoint head" in report
+    optimizer_line = next(line for line in report.splitlines() if line.startswith("optimizer "))
+    assert f" {3 * len(sd)} " in optimizer_line and "never read" in optimizer_line  # step, exp_avg, exp_avg_sq
     model, variables = load_model(tmp_path / "out")
     cls = np.asarray(variables["params"]["backbone"]["cls_token"])
     assert cls.shape == (1, 1, WIDTH) and 0 < np.abs(cls).max() < 1e-5
-    sd["backbone.cls_token"] = torch.from_numpy(cls)
+    sd["backbone.cls_token"] = torch.from_numpy(cls.copy())
     images = _images(1)
     out = jax.jit(model.apply)(variables, jnp.asarray(images))
     with torch.no_grad():

@@ -144,6 +144,24 @@ def random_state(shapes, seed=0, scale=0.05):
     return sd
 
 
+def register_tensors(root: torch.nn.Module, tensors: dict, parameters: bool = True) -> torch.nn.Module:
+    """Registers each dotted name of `tensors` on nested sub-modules of `root`, so that
+    `root.state_dict()` has exactly those keys: float tensors (but BatchNorm running statistics)
+    as parameters when `parameters`, everything else as buffers."""
+    for name, value in tensors.items():
+        *path, leaf = name.split(".")
+        module = root
+        for part in path:
+            if not hasattr(module, part):
+                module.add_module(part, torch.nn.Module())
+            module = getattr(module, part)
+        if parameters and value.is_floating_point() and "running_" not in leaf:
+            module.register_parameter(leaf, torch.nn.Parameter(value))
+        else:
+            module.register_buffer(leaf, value)
+    return root
+
+
 def to_flax_variables(sd, prefix):
     """Maps a state dict through `animax.convert.keymap` -> {collection: subtree of one module}.
 

@@ -20,6 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from animax.convert import keymap
+from animax.convert.pickled_configs import find, to_plain
+from animax.convert.sources import Source, differences, locate, read_hydra_config
 from animax.convert.torch_reader import LazyTensor, read_torch_checkpoint
 from animax.models import build_model, init_variables, vit
 from animax.models.config import model_config
@@ -42,6 +44,9 @@ class Report:
     unknown: list = dataclasses.field(default_factory=list)     # torch names no rule knows
     missing: list = dataclasses.field(default_factory=list)     # (flax path, init used, expected?)
     mismatched: list = dataclasses.field(default_factory=list)  # (torch name, torch shape, expected shape)
+    groups: list = dataclasses.field(default_factory=list)      # (top-level key, tensors, bytes, use)
+    config_source: str = ""
+    notes: list = dataclasses.field(default_factory=list)       # warnings that do not stop the conversion
 
     @property
     def problems(self) -> list[str]:
@@ -51,11 +56,11 @@ class Report:
         return out
 
     def table(self) -> str:
-        rows = [("mapped", len(self.mapped), ""), ("ignored", len(self.ignored), ""),
-                ("missing", len(self.missing), ""), ("unknown", len(self.unknown), ""),
-                ("shape mismatches", len(self.mismatched), "")]
-        lines = [f"source: {self.source_kind}", f"{'keys':<18}{'count':>7}"]
-        lines += [f"{name:<18}{count:>7}" for name, count, _ in rows]
+        rows = [("mapped", len(self.mapped)), ("ignored", len(self.ignored)), ("missing", len(self.missing)),
+                ("unknown", len(self.unknown)), ("shape mismatches", len(self.mismatched))]
+        lines = [f"source: {self.source_kind}", f"model config: {self.config_source}",
+                 f"{'state_dict keys':<18}{'count':>7}"]
+        lines += [f"{name:<18}{count:>7}" for name, count in rows]
         reasons = OrderedDict()
         for _, reason in self.ignored:
             reasons[reason] = reasons.get(reason, 0) + 1
@@ -64,44 +69,86 @@ class Report:
         for path, init, _ in self.missing:
             inits.setdefault(init, []).append(path)
         lines += [f"  missing {len(p):>5} x {init} (e.g. {p[0]})" for init, p in inits.items()]
+        if self.groups:
+            width = max(len(key) for key, *_ in self.groups) + 2
+            lines.append(f"{'top-level entries':<{width}}{'tensors':>8}{'GB':>8}  use")
+            lines += [f"{key:<{width}}{n:>8}{nbytes / 1e9:>8.2f}  {use}" for key, n, nbytes, use in self.groups]
+        lines += [f"  note: {n}" if not n.startswith("  ") else f"  {n}" for n in self.notes]
         lines += [f"  PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)
 
 
-def _state_dict_of(raw) -> tuple[dict, str, dict]:
-    """(flat state dict, source kind, hyper-parameters) of a loaded checkpoint."""
+# Top-level entries of training checkpoints besides the weights: never read, only accounted.
+_TRAINING_STATE = {
+    "state_dict": "network weights: only the mapped tensors are read",
+    "hyper_parameters": "the model config (read, no tensors)",
+    "optimizer_states": "optimizer state (training only): never read",
+    "optimizer": "optimizer state (training only): never read",
+    "lr_schedulers": "learning-rate schedule (training only)", "callbacks": "Lightning callback state",
+    "loops": "Lightning loop state", "meta": "ViTPose/mmcv run metadata",
+}
+
+
+def _state_dict_of(raw, report) -> tuple[dict, dict]:
+    """(flat state dict, hyper-parameters) of a loaded checkpoint; fills report.source_kind and
+    report.groups with what the other top-level entries hold."""
     if not isinstance(raw, dict):
         raise ConversionError(f"expected a dict at the top of the checkpoint, found {type(raw).__name__}")
     if isinstance(raw.get("state_dict"), dict):
         state = raw["state_dict"]
         if "meta" in raw and not any(k.startswith("smal_head.") for k in state):
-            kind = "ViTPose backbone (backbone.pth)"
+            report.source_kind = "ViTPose backbone (backbone.pth)"
         else:
-            kind = "AniMer Lightning checkpoint"
+            report.source_kind = "AniMer Lightning checkpoint"
         hparams = raw.get("hyper_parameters") or {}
+        for key, value in raw.items():
+            tensors = list(_tensors_in(value))
+            use = _TRAINING_STATE.get(key, "training bookkeeping, not used")
+            report.groups.append((key, len(tensors), sum(t.nbytes for t in tensors), use))
     else:
-        state, kind, hparams = raw, "plain state dict", {}
+        state, hparams = raw, {}
+        report.source_kind = "plain state dict"
     tensors = {k: v for k, v in state.items() if isinstance(v, LazyTensor)}
     if not tensors:
         raise ConversionError("no tensors found in the checkpoint")
     if "patch_embed.proj.weight" in tensors:  # a bare backbone state dict
         tensors = {f"backbone.{k}": v for k, v in tensors.items()}
-    return tensors, kind, hparams
+    return tensors, hparams
 
 
-def _find(tree, *keys):
-    """tree[k1][k2]... for nested dicts with upper- or lower-case keys, or None."""
-    for key in keys:
-        if not isinstance(tree, dict):
-            return None
-        tree = tree.get(key, tree.get(key.lower(), tree.get(key.upper())))
-    return tree
+def _tensors_in(tree):
+    if isinstance(tree, LazyTensor):
+        yield tree
+    elif isinstance(tree, dict):
+        for value in tree.values():
+            yield from _tensors_in(value)
+    elif isinstance(tree, (list, tuple)):
+        for value in tree:
+            yield from _tensors_in(value)
 
 
-def infer_model_config(tensors: dict, hparams: dict) -> ml_collections.ConfigDict:
-    """The model config whose parameter shapes match the checkpoint's tensors."""
+def training_config(source: Source, hparams: dict, report) -> dict:
+    """The run's config: `.hydra/config.yaml` where there is one (AniMer's `load_amr` reads it),
+    else the pickled `hyper_parameters.cfg`; their disagreements become report notes."""
+    pickled = to_plain(hparams.get("cfg", hparams)) if isinstance(hparams, dict) else {}
+    if source.hydra_config is None:
+        report.config_source = "hyper_parameters.cfg" if pickled else "none (AniMer's defaults)"
+        return pickled
+    from_yaml = read_hydra_config(source.hydra_config)
+    report.config_source = str(source.hydra_config)
+    if pickled:
+        diffs = differences(from_yaml, pickled)
+        if diffs:
+            report.notes.append(f"{source.hydra_config} and hyper_parameters.cfg differ at {len(diffs)} key(s); "
+                                f"using the YAML, as AniMer's load_amr does (YAML vs checkpoint):")
+            report.notes += [f"  {d}" for d in diffs[:20]] + ([f"  ... {len(diffs) - 20} more"] if len(diffs) > 20 else [])
+    return from_yaml
+
+
+def infer_model_config(tensors: dict, cfg: dict) -> ml_collections.ConfigDict:
+    """The model config whose parameter shapes match the checkpoint's tensors; head counts and
+    IEF iterations, which no shape shows, from the training config `cfg` (AniMer's keys)."""
     model = model_config()
-    cfg = _find(hparams, "cfg") or hparams
     patch = tensors.get("backbone.patch_embed.proj.weight")
     if patch is None:
         raise ConversionError("no backbone.patch_embed.proj.weight: not an AniMer or ViTPose checkpoint")
@@ -112,22 +159,23 @@ def infer_model_config(tensors: dict, hparams: dict) -> ml_collections.ConfigDic
         raise ConversionError(f"backbone width {width} is none of the ViT variants {sorted(variants)}")
     model.variant = f"{variants[width]}/16"
     model.depth = depth
-    model.num_heads = _find(cfg, "MODEL", "BACKBONE", "NUM_HEADS") or _HEADS_BY_WIDTH[width]
+    model.num_heads = find(cfg, "MODEL", "BACKBONE", "NUM_HEADS") or _HEADS_BY_WIDTH[width]
     mlp = tensors["backbone.blocks.0.mlp.fc1.weight"].shape[0]
     if mlp != vit.decode_variant(model.variant)["mlp_dim"]:
         raise ConversionError(f"backbone MLP width {mlp} does not match {model.variant}")
 
     if "smal_head.transformer.to_token_embedding.weight" in tensors:
         head = model.smal_head
-        decoder = _find(cfg, "MODEL", "SMAL_HEAD", "TRANSFORMER_DECODER") or {}
+        def decoder(key, default):
+            return int(find(cfg, "MODEL", "SMAL_HEAD", "TRANSFORMER_DECODER", key) or default)
         head.dim = tensors["smal_head.transformer.to_token_embedding.weight"].shape[0]
         head.depth = 1 + max(int(m.group(1)) for k in tensors
                              if (m := re.match(r"smal_head\.transformer\.transformer\.layers\.(\d+)\.", k)))
-        head.heads = int(decoder.get("heads", head.heads))
+        head.heads = decoder("heads", head.heads)
         inner = tensors["smal_head.transformer.transformer.layers.0.1.fn.to_q.weight"].shape[0]
-        head.dim_head = int(decoder.get("dim_head", inner // head.heads))
+        head.dim_head = decoder("dim_head", inner // head.heads)
         head.mlp_dim = tensors["smal_head.transformer.transformer.layers.0.2.fn.net.0.weight"].shape[0]
-        head.ief_iters = int(_find(cfg, "MODEL", "SMAL_HEAD", "IEF_ITERS") or head.ief_iters)
+        head.ief_iters = int(find(cfg, "MODEL", "SMAL_HEAD", "IEF_ITERS") or head.ief_iters)
     if "class_token_head.head.0.weight" in tensors:
         model.class_head.hidden = tensors["class_token_head.head.0.weight"].shape[0]
         model.class_head.features = tensors["class_token_head.head.6.weight"].shape[0]
@@ -159,9 +207,12 @@ def convert(src, smal=None, progress=True) -> tuple[ml_collections.ConfigDict, d
 
     The variables are in the checkpoint layout (unscanned ViT blocks) whatever config.model.scan_blocks says.
     """
-    tensors, kind, hparams = _state_dict_of(read_torch_checkpoint(src))
-    report = Report(source_kind=kind)
-    config = ml_collections.ConfigDict({"name": "converted", "model": infer_model_config(tensors, hparams),
+    source = locate(src)
+    report = Report()
+    tensors, hparams = _state_dict_of(read_torch_checkpoint(source.checkpoint), report)
+    kind = report.source_kind
+    cfg = training_config(source, hparams, report)
+    config = ml_collections.ConfigDict({"name": "converted", "model": infer_model_config(tensors, cfg),
                                         "smal": None})
     # Checkpoints keep the ViT blocks unscanned (`blocks_{i}`, PyTorch's layout): see animax.checkpoint.
     unscanned = ml_collections.ConfigDict(config.to_dict())

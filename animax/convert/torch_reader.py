@@ -3,7 +3,8 @@
 `data.pkl` inside the zip is unpickled by `RestrictedUnpickler`: tensors become `LazyTensor`s
 that point at their storage file in the archive and are read one at a time on demand, so
 converting a multi-GB checkpoint never holds more than one extra tensor in memory.
-Configuration objects (yacs `CfgNode`, Lightning's `AttributeDict`) become plain dicts.
+Configuration objects (omegaconf `DictConfig`/`ListConfig`, yacs `CfgNode`, Lightning's
+`AttributeDict`) load as inert containers of their content (`animax.convert.pickled_configs`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from animax.convert.pickled_configs import PICKLED_CONFIG_GLOBALS
 from animax.safe_pickle import BASIC_GLOBALS, NUMPY_GLOBALS, RestrictedUnpickler
 
 # torch.<Name>Storage -> element dtype.
@@ -65,14 +67,6 @@ class LazyTensor:
         return np.array(view, copy=True)
 
 
-class ConfigDict(dict):
-    """What a pickled config object (yacs CfgNode, Lightning AttributeDict) loads as."""
-
-    def __setstate__(self, state):
-        # CfgNode pickles its flags (__immutable__, ...) as instance state; they are not config.
-        pass
-
-
 def _rebuild_tensor(storage, offset, shape, stride, *unused):
     return LazyTensor(storage, int(offset), tuple(shape), tuple(stride))
 
@@ -87,10 +81,7 @@ _TORCH_GLOBALS = {
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     **{("torch", name): _StorageType(np.dtype(dtype)) for name, dtype in _STORAGE_DTYPES.items()},
-    **{(module, "CfgNode"): ConfigDict for module in ("yacs.config", "fvcore.common.config")},
-    **{(module, "AttributeDict"): ConfigDict for module in (
-        "pytorch_lightning.utilities.parsing", "lightning.fabric.utilities.data",
-        "lightning_fabric.utilities.data")},
+    **PICKLED_CONFIG_GLOBALS,
 }
 
 

@@ -1,11 +1,16 @@
 """Converts AniMer / ViTPose PyTorch checkpoints into animax checkpoints, safely and exactly.
 
-    python convert_weights.py AniMer.ckpt out/animer_ckpt          # Lightning checkpoint
+    python convert_weights.py AniMer/ out/animer_ckpt              # AniMer's release folder
+    python convert_weights.py AniMer.ckpt out/animer_ckpt          # a Lightning checkpoint
     python convert_weights.py backbone.pth out/vitpose_backbone    # ViTPose backbone only
     python convert_weights.py --to-torch out/animer_ckpt animer_state_dict.pth
 
+AniMer's release folder holds checkpoints/checkpoint.ckpt and .hydra/config.yaml; the model
+config comes from that YAML (as AniMer's load_amr reads it) or, without one, from the
+checkpoint's pickled hyper-parameters, and any disagreement between the two is printed.
 Checkpoints are read without torch and without running code: any pickled global outside
-an allow-list (tensors, containers, yacs/Lightning config objects) is refused. A table
+an allow-list (tensors, containers, omegaconf/yacs/Lightning config objects, loaded as plain
+data) is refused. Only the mapped weights are read; optimizer state is never loaded. A table
 accounts for every key; anything unexpected (unknown keys, shape mismatches, missing weights
 other than the new animax modules) fails the conversion unless --allow-partial is given.
 """
@@ -20,7 +25,8 @@ from pathlib import Path
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", help="PyTorch checkpoint (.ckpt/.pth), or with --to-torch an animax checkpoint dir")
+    parser.add_argument("src", help="PyTorch checkpoint (.ckpt/.pth) or AniMer's release folder "
+                             "(checkpoints/checkpoint.ckpt + .hydra/config.yaml); with --to-torch an animax checkpoint dir")
     parser.add_argument("out", help="output animax checkpoint directory (or .pth file with --to-torch)")
     parser.add_argument("--to-torch", action="store_true",
                         help="write an AniMer-named PyTorch state dict from an animax checkpoint")
@@ -42,6 +48,7 @@ def to_animax(args) -> int:
                               f"(--allow-partial writes anyway)")
     config.smal = args.smal
     info = {"source": str(Path(args.src).resolve()), "source_kind": report.source_kind,
+            "model_config_source": report.config_source,
             "mapped": len(report.mapped), "missing": [p for p, _, _ in report.missing]}
     save_model(args.out, config, variables, info)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-smplx_lbs = pytest.importorskip("smplx.lbs")
+import smplx.lbs as smplx_lbs
+import torch
 
-import convert_weights  # noqa: E402
-from animax import load_model, load_smal  # noqa: E402
-from torch_reference import (random_state, register_tensors, torch_class_head_shapes, torch_head,  # noqa: E402
+import convert_weights
+from animax import load_model, load_smal
+from torch_reference import (random_state, register_tensors, torch_class_head_shapes, torch_head,
                              torch_head_shapes, torch_vit, torch_vit_shapes)
 
 WIDTH, DEPTH, HEADS, MLP = 192, 2, 3, 768          # a ViT-Ti/16 backbone, 2 blocks

@@ -11,16 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pl = pytest.importorskip("pytorch_lightning")
-omegaconf = pytest.importorskip("omegaconf")
-pytest.importorskip("hydra")
+import omegaconf
+import pytorch_lightning as pl
+import torch
 
-import animer_lightning as al  # noqa: E402
-import convert_weights  # noqa: E402
-from animax import load_model  # noqa: E402
-from animax.convert.torch_reader import LazyTensor, read_torch_checkpoint  # noqa: E402
-from nn_reference import rel_err  # noqa: E402
+import animer_lightning as al
+import convert_weights
+from animax import load_model
+from animax.convert.torch_reader import LazyTensor, read_torch_checkpoint
+from nn_reference import rel_err
 
 # ViT-Ti, 2 blocks, a 2-layer head: a few matmuls of K <= 768 and LayerNorms; float32 against
 # float32 torch on other kernels differs by ~1e-6 of the largest value. The bound.

@@ -100,8 +100,7 @@ def test_horse10_split_file(dlc, tmp_path):
 
 
 def test_dlc_h5_labels_match_the_csv(dlc, tmp_path):
-    pandas = pytest.importorskip("pandas")
-    pytest.importorskip("tables")
+    import pandas  # the dev extra installs pandas and PyTables (pandas' HDF5 backend)
     root, _ = dlc
     csv_frames = read_labels(root / "labeled-data/horseC/CollectedData_Byron.csv")
     columns = pandas.MultiIndex.from_tuples(

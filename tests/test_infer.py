@@ -284,8 +284,8 @@ def test_boxes_file_layouts_and_job_planning(tmp_path):
 
 # Preprocessing against OpenCV + scikit-image (test-only references).
 def test_crop_matches_opencv_with_skimage_antialiasing():
-    cv2 = pytest.importorskip("cv2")
-    skimage_filters = pytest.importorskip("skimage.filters")
+    import cv2  # the dev extra installs the test-only references
+    import skimage.filters as skimage_filters
     image = smooth_image(900, 1200, seed=5)
     # A 1000-pixel box needs the anti-aliasing blur (f = 1000/256/2 > 1.1); the small one
     # sticks out of the image (zero border) and is not blurred.

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+import nbclient
+import nbformat
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -76,6 +76,9 @@ def get_config():
     mesh = config.mesh = ml_collections.ConfigDict()
     mesh.data = -1                      # data-parallel size; -1 = all devices / fsdp
     mesh.fsdp = 1                       # parameter/optimizer-state sharding size (1 = replicated)
+    mesh.fsdp_min_bytes = 4 * 2**20     # smaller leaves (biases, norm scales) stay replicated, as
+                                        # big_vision's fsdp rule: splitting them saves little memory
+                                        # and costs a gather per use
     # Compute dtype and activation recomputation are model knobs: config.model.dtype
     # ("bfloat16" on accelerators; parameters stay float32) and config.model.remat.
 

@@ -24,7 +24,15 @@ class Rule:
     kind: str = COPY
 
     def torch_regex(self):
-        return re.compile("^" + re.escape(self.torch).replace(r"\{i\}", r"(?P<i>\d+)") + "$")
+        return _pattern(self.torch)
+
+    def flax_regex(self):
+        return _pattern(self.flax)
+
+
+def _pattern(template: str):
+    """The regex of a name template whose `{i}` is a layer index."""
+    return re.compile("^" + re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)") + "$")
 
 
 def _linear(torch_prefix, flax_prefix, bias=True):
@@ -81,6 +89,7 @@ def _class_head_rules():
 
 RULES = (*_backbone_rules(), *_smal_head_rules(), *_class_head_rules())
 _COMPILED = [(rule, rule.torch_regex()) for rule in RULES]
+_COMPILED_FLAX = [(rule, rule.flax_regex()) for rule in RULES]
 
 # Keys that carry no network weights animax uses, with the reason shown in the report.
 IGNORED = (
@@ -145,9 +154,8 @@ def torch_name(rule: Rule, index) -> str:
 def flax_to_torch_rule(path: tuple[str, ...]):
     """Inverse lookup: flax path (collection first, unscanned) -> (rule, index) or None."""
     joined = "/".join(path)
-    for rule in RULES:
-        regex = "^" + re.escape(rule.flax).replace(r"\{i\}", r"(?P<i>\d+)") + "$"
-        m = re.match(regex, joined)
+    for rule, regex in _COMPILED_FLAX:
+        m = regex.match(joined)
         if m:
             return rule, (int(m.group("i")) if "i" in m.groupdict() else None)
     return None

@@ -88,7 +88,7 @@ def random_model(config_path, smal=None, dtype=None):
     return _random_model(str(config_path), None if smal is None else str(smal), dtype)
 
 
-# Cached: initialising compiles the whole model (about 20 s for `tiny` on a CPU), and notebook
+# Cached: initialising compiles the whole model, and notebook
 # or test callers run the CLI repeatedly in one process with the same arguments.
 @functools.lru_cache(maxsize=2)
 def _random_model(config_path, smal, dtype):

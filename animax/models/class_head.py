@@ -10,16 +10,8 @@ With `train=True` it normalises with the batch statistics and updates the runnin
 One difference from torch: flax updates the running variance with the biased batch
 variance, torch with the unbiased one (a factor B / (B - 1)). Training outputs agree.
 
-Submodules are named after the torch `nn.Sequential` indices (ReLUs are 2 and 5).
-PyTorch key (`class_token_head.head.*`) -> flax path:
-
-    head.0.weight [4096, 1280]   layers_0/kernel [1280, 4096]  .T
-    head.1.weight / .bias        params layers_1/scale / bias
-    head.1.running_mean / _var   batch_stats layers_1/mean / var  (num_batches_tracked: unused)
-    head.3.weight [4096, 4096]   layers_3/kernel  .T
-    head.4.*                     layers_4/* as head.1
-    head.6.weight [256, 4096]    layers_6/kernel [4096, 256]  .T
-    head.7.running_mean / _var   batch_stats layers_7/mean / var  (affine=False: no params)
+Submodules are named after the torch `nn.Sequential` indices (`layers_0`, `layers_1`, ...;
+ReLUs are 2 and 5); the PyTorch name of every leaf is in `animax/convert/keymap.py`.
 """
 
 import functools

@@ -14,7 +14,7 @@ def model_config() -> ml_collections.ConfigDict:
     model.num_heads = None          # overrides the variant's attention heads
     model.drop_path_rate = 0.55     # stochastic depth at the last block in training (AniMer: 0.55)
     model.scan_blocks = False       # nn.scan over the ViT blocks: one compiled block, faster compiles (training
-                                    # configs); unrolled runs faster (CPU ViT-H batch 1: 0.58 vs 0.46 img/s)
+                                    # configs); unrolled runs faster (docs/performance.md)
     model.remat = False             # recompute block activations in the backward pass (saves memory)
     model.dtype = "float32"         # compute dtype: "float32" or "bfloat16" (params stay float32)
 

@@ -1,7 +1,7 @@
 """The integrated pipeline: ViT -> SMAL head -> SMAL skinning -> head crop -> head encoder -> fusion.
 
 The only module that knows all the others. `model.apply(variables, images)` with
-`images [B, 256, 256, 3]` (ImageNet-normalised RGB crops) returns the DESIGN.md dict:
+`images [B, 256, 256, 3]` (ImageNet-normalised RGB crops) returns the dict of docs/architecture.md:
 
     feature_map [B,16,12,W]  visual_features [B,W]  cls_token [B,W]
     betas [B,41]  pose [B,35,3,3]  cam [B,3]  cam_t [B,3]

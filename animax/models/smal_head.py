@@ -20,31 +20,10 @@ template in its rest pose, not 35 arbitrary rotations of near-degenerate 6D vect
 Parameters are float32; `dtype` is the matmul compute dtype, with LayerNorm, softmax, the
 residual stream and the readouts in float32.
 
-PyTorch key (AniMer `smal_head.*`) -> flax path under the head (`smal_head/` in the pipeline).
-Every Linear `weight [out, in]` -> `kernel [in, out]` (`.T`), `bias` -> `bias`; LayerNorm
-`weight` -> `scale`, `bias` -> `bias`. Sizes are AniMer's.
-
-    transformer.to_token_embedding.weight [1024, 1]         transformer/to_token_embedding/kernel [1, 1024]
-    transformer.to_token_embedding.bias                     transformer/to_token_embedding/bias
-    transformer.pos_embedding [1, 1, 1024]                  transformer/pos_embedding [1, 1, 1024] (as is)
-    transformer.transformer.layers.i.0.norm.*               transformer/layers_i/self_attn/norm/*
-    transformer.transformer.layers.i.0.fn.to_qkv.weight [1536, 1024]
-                                                            transformer/layers_i/self_attn/to_qkv/kernel (no bias)
-    transformer.transformer.layers.i.0.fn.to_out.0.*        transformer/layers_i/self_attn/to_out/*
-    transformer.transformer.layers.i.1.norm.*               transformer/layers_i/cross_attn/norm/*
-    transformer.transformer.layers.i.1.fn.to_q.weight [512, 1024]
-                                                            transformer/layers_i/cross_attn/to_q/kernel (no bias)
-    transformer.transformer.layers.i.1.fn.to_kv.weight [1024, 1280]
-                                                            transformer/layers_i/cross_attn/to_kv/kernel (no bias)
-    transformer.transformer.layers.i.1.fn.to_out.0.*        transformer/layers_i/cross_attn/to_out/*
-    transformer.transformer.layers.i.2.norm.*               transformer/layers_i/ff/norm/*
-    transformer.transformer.layers.i.2.fn.net.0.*           transformer/layers_i/ff/fc1/*
-    transformer.transformer.layers.i.2.fn.net.3.*           transformer/layers_i/ff/fc2/*
-    decpose.* [210, 1024]                                   decpose/*
-    decshape.* [41, 1024]                                   decshape/*
-    deccam.* [3, 1024]                                      deccam/*
-    init_pose, init_betas, init_cam (buffers)               none: constants of the module
-
+Parameter names follow AniMer's `smal_head.*` modules (`transformer/layers_i/self_attn`,
+`cross_attn`, `ff`, `decpose`, `decshape`, `deccam`); the PyTorch name of every leaf is in the
+one table `animax/convert/keymap.py` reads both ways. The buffers `init_pose`, `init_betas`,
+`init_cam` are constants of the module.
 The fused projections keep torch's output layout: `to_qkv` is [q | k | v] and `to_kv` is
 [k | v], each part ordered (heads, dim_head).
 """

@@ -17,25 +17,10 @@ With `train=True` and `drop_path_rate > 0` (AniMer trains with 0.55) the blocks 
 stochastic depth, at a rate linear from 0 at the first block to `drop_path_rate` at the
 last, and `apply` needs a `dropout` rng. Evaluation is deterministic.
 
-PyTorch key (AniMer `backbone.*`) -> flax path, unscanned layout (`blocks_{i}`).
+Parameter names follow AniMer's `backbone.*` modules in the unscanned layout (`blocks_{i}`);
+the PyTorch name of every leaf is in the one table `animax/convert/keymap.py` reads both ways.
 `stack_blocks` moves `blocks_{i}/...` to `blocks/...` with a leading depth axis, the layout
 of `scan_blocks=True`; `unstack_blocks` is its inverse.
-
-    patch_embed.proj.weight [W, 3, 16, 16]   patch_embed/proj/kernel [16, 16, 3, W]  transpose(2, 3, 1, 0)
-    patch_embed.proj.bias   [W]              patch_embed/proj/bias   [W]
-    pos_embed               [1, 193, W]      pos_embed               [1, 193, W]
-    cls_token               [1, 1, W]        cls_token               [1, 1, W]  (absent in ViTPose's
-                                                                     backbone.pth: keep the init)
-    blocks.i.norm1.weight / .bias            blocks_i/norm1/scale / bias
-    blocks.i.attn.qkv.weight [3W, W]         blocks_i/attn/qkv/kernel [W, 3W]  .T (output axis is
-                                                                     laid out as [3, heads, head_dim])
-    blocks.i.attn.qkv.bias   [3W]            blocks_i/attn/qkv/bias   [3W]
-    blocks.i.attn.proj.weight [W, W]         blocks_i/attn/proj/kernel [W, W]  .T
-    blocks.i.attn.proj.bias                  blocks_i/attn/proj/bias
-    blocks.i.norm2.weight / .bias            blocks_i/norm2/scale / bias
-    blocks.i.mlp.fc1.weight [M, W]           blocks_i/mlp/fc1/kernel [W, M]  .T  (+ .bias -> bias)
-    blocks.i.mlp.fc2.weight [W, M]           blocks_i/mlp/fc2/kernel [M, W]  .T  (+ .bias -> bias)
-    last_norm.weight / .bias                 last_norm/scale / bias
 """
 
 import functools
@@ -91,9 +76,8 @@ def attention(q, k, v):
 
     q [B, Q, H, D] (already scaled), k and v [B, K, H, D] -> [B, Q, H, D] in v's dtype.
     The products run over one merged batch axis of B x H heads ([B*H, N, D]): XLA:CPU's
-    batched products are about 3x faster so than with the head axis between the tokens and
-    the features (ViT-H batch 8: about 1 s instead of 3 s of attention per forward); the
-    transposes cost little on any backend.
+    batched products run several times faster so than with the head axis between the tokens
+    and the features (measured in docs/performance.md); the transposes cost little on any backend.
     """
     batch, queries, heads, dim = q.shape
     q, k, v = (jnp.swapaxes(t, 1, 2).reshape(batch * heads, -1, t.shape[-1]) for t in (q, k, v))

@@ -1,8 +1,16 @@
 """The SMAL body model as a pytree, and its skinning (LBS) as pure jitted functions.
 
-Skinning follows the SMPL family (smplx `lbs` with rotation matrices as input):
-shape blend -> joints regressed from the shaped template -> pose blend from (R_j - I) of the
-non-root joints -> kinematic chain -> linear blend skinning.
+Skinning follows the SMPL family (smplx `lbs` with rotation matrices as input), one small
+function per step of the SMPL paper (Loper et al. 2015, eq. 1-4):
+
+    blend_shapes        T + B_S(betas) + B_P(pose)   shape and pose corrective offsets
+    shaped_joints       J(betas)                     joints regressed from the shaped template
+    rigid_transforms    G_k(pose, J)                 the kinematic chain, root to leaves
+    blend_transforms    sum_k w_k G_k                per-vertex blend of the joint transforms
+    apply_transforms    W(...) applied to v_posed    the posed vertices
+    regress_keypoints                                means of the keypoint vertex sets
+
+Vertices stay planar ([B, 3, V]) until the last step so that XLA fuses long rows.
 """
 
 from __future__ import annotations
@@ -112,7 +120,7 @@ def _chain_levels(parents):
 
 
 def rigid_transforms(rotations, joints, parents):
-    """Poses the skeleton. rotations [B,J,3,3] (local), joints [B,J,3] (rest positions).
+    """The kinematic chain (SMPL's G_k). rotations [B,J,3,3] (local), joints [B,J,3] (rest positions).
 
     Returns (posed_joints [B,J,3], world_rotations [B,J,3,3], world_translations [B,J,3]),
     where world_rotations/translations map a rest-pose point around joint j to its posed place.
@@ -136,34 +144,64 @@ def rigid_transforms(rotations, joints, parents):
     return posed_joints, world_r, offsets
 
 
-def _smal_forward(model: SMALModel, betas, pose, transl=None):
-    """See `smal_forward`."""
+def shaped_joints(model: SMALModel, betas):
+    """Joint regression on the shaped template, J(betas) = J_reg (T + S betas), precomputed as
+    linear in betas. betas [B, NB] -> rest joints [B, J, 3]."""
+    return model.j_template + jnp.einsum("bl,jcl->bjc", betas, model.j_shapedirs)
+
+
+def blend_shapes(model: SMALModel, betas, pose):
+    """Shape and pose blend shapes (SMPL's T + B_S(betas) + B_P(pose)), planar.
+
+    betas [B, NB], pose [B, J, 3, 3] -> v_posed [B, 3, V]: the template with the shape offsets
+    and the pose corrective offsets, driven by (R_j - I) of the non-root joints.
+    """
     batch = pose.shape[0]
+    pose_feature = (pose[:, 1:] - jnp.eye(3, dtype=pose.dtype)).reshape(batch, -1)
+    return (model.v_template.T.reshape(-1) + betas @ model.shape_basis
+            + pose_feature @ model.pose_basis).reshape(batch, 3, -1)
+
+
+def blend_transforms(model: SMALModel, world_r, world_t):
+    """Linear blend of the joint transforms per vertex (SMPL's W), planar.
+
+    world_r [B, J, 3, 3], world_t [B, J, 3] -> [12, B, V]: rows 0..8 the blended rotation part
+    (row-major), rows 9..11 the translation. One [12B, J] x [J, V] product gives entry k of
+    every vertex's blended transform as a [B, V] row.
+    """
+    batch = world_r.shape[0]
+    transforms = jnp.concatenate([world_r.reshape(batch, -1, 9), world_t], axis=-1)
+    return (transforms.transpose(2, 0, 1).reshape(-1, model.num_joints)
+            @ model.lbs_weights.T).reshape(12, batch, -1)
+
+
+def apply_transforms(blended, v_posed):
+    """Each vertex through its blended transform: x_i = sum_k R[i, k] v_k + t_i.
+
+    blended [12, B, V], v_posed [B, 3, V] -> vertices [B, V, 3]. Written out so that XLA fuses
+    it into one elementwise loop (as an einsum it becomes V x B tiny matrix products).
+    """
+    return jnp.stack([blended[3 * i] * v_posed[:, 0] + blended[3 * i + 1] * v_posed[:, 1]
+                      + blended[3 * i + 2] * v_posed[:, 2] + blended[9 + i] for i in range(3)], axis=-1)
+
+
+def regress_keypoints(model: SMALModel, vertices):
+    """Keypoint k = mean of its vertex set. vertices [B, V, 3] -> keypoints [B, K, 3]."""
+    return jnp.einsum("bkmc,km->bkc", vertices[:, model.keypoint_index], model.keypoint_weight)
+
+
+def _smal_forward(model: SMALModel, betas, pose, transl=None):
+    """See `smal_forward`: blend shapes, joint regression, kinematic chain, blend transforms, apply."""
     betas = betas.astype(jnp.float32)
     pose = pose.astype(jnp.float32)
-    joints_rest = model.j_template + jnp.einsum("bl,jcl->bjc", betas, model.j_shapedirs)
-    pose_feature = (pose[:, 1:] - jnp.eye(3, dtype=pose.dtype)).reshape(batch, -1)
-    # Shaped and pose-corrected vertices, planar: [B, 3, V].
-    v_posed = (model.v_template.T.reshape(-1) + betas @ model.shape_basis
-               + pose_feature @ model.pose_basis).reshape(batch, 3, -1)
-
-    joints, world_r, world_t = rigid_transforms(pose, joints_rest, model.parents)
-    # Blend the 3x4 joint transforms per vertex, planar too: one [12B, J] x [J, V] product
-    # gives entry k of every vertex's blended transform as a [B, V] row.
-    transforms = jnp.concatenate([world_r.reshape(batch, -1, 9), world_t], axis=-1)
-    blended = (transforms.transpose(2, 0, 1).reshape(-1, model.num_joints)
-               @ model.lbs_weights.T).reshape(12, batch, -1)
-    # Apply them: coordinate i = sum_k R[i, k] x_k + t_i, written out so that XLA fuses it
-    # into one elementwise loop (as an einsum it becomes V x B tiny matrix products).
-    vertices = jnp.stack([blended[3 * i] * v_posed[:, 0] + blended[3 * i + 1] * v_posed[:, 1]
-                          + blended[3 * i + 2] * v_posed[:, 2] + blended[9 + i] for i in range(3)], axis=-1)
-
+    v_posed = blend_shapes(model, betas, pose)
+    joints, world_r, world_t = rigid_transforms(pose, shaped_joints(model, betas), model.parents)
+    vertices = apply_transforms(blend_transforms(model, world_r, world_t), v_posed)
     if transl is not None:
         transl = transl.astype(jnp.float32)[:, None, :]
         vertices = vertices + transl
         joints = joints + transl
-    keypoints = jnp.einsum("bkmc,km->bkc", vertices[:, model.keypoint_index], model.keypoint_weight)
-    return {"vertices": vertices, "joints": joints, "keypoints_3d": keypoints}
+    return {"vertices": vertices, "joints": joints, "keypoints_3d": regress_keypoints(model, vertices)}
 
 
 _smal_forward_jit = jax.jit(_smal_forward)

@@ -35,7 +35,7 @@ from animax.train import sharding as sharding_lib
 from animax.train import state as state_lib
 from animax.train import step as step_lib
 from animax.train.checkpoint import Checkpointer
-from animax.train.writers import MetricWriter
+from animax.train.writers import MetricWriter, say
 
 MODES = ("train", "one_step", "eval", "export")
 EXPORT_DIR = "export"
@@ -53,13 +53,8 @@ def load_priors(loss_config) -> dict:
         if path:
             priors[name] = load(path)
         elif loss_config.weights[f"{name}_prior"]:
-            _say(f"note: config.loss.{name}_prior_path is not set; the {name}-prior term is 0")
+            say(f"note: config.loss.{name}_prior_path is not set; the {name}-prior term is 0")
     return priors
-
-
-def _say(message: str) -> None:
-    if jax.process_index() == 0:
-        print(message, flush=True)
 
 
 @dataclasses.dataclass
@@ -79,7 +74,7 @@ class Trainer:
         self.smal = {"model": self.body}
         abstract_trainable = state_lib.abstract_trainable(self.model, config)
         self.tx = optim.make_optimizer(config, abstract_trainable)
-        trained = jax.tree.map(lambda label: label != "frozen", optim.leaf_labels(abstract_trainable, config.trainable))
+        trained = optim.trained_mask(abstract_trainable, config.trainable)
         self.abstract_state, self.shardings = state_lib.abstract_train_state(self.model, config, self.tx, self.mesh)
         self.train_step, self.eval_step = step_lib.jit_steps(self.model, config, self.tx, self.mesh, self.shardings,
                                                              load_priors(config.loss), trained)
@@ -90,12 +85,12 @@ class Trainer:
         """The latest checkpoint's state (and `source` set to its data position), else the initial state."""
         step = self.checkpointer.latest_step()
         if step is None:
-            _say(f"starting from {self.config.init.kind} (no checkpoint in {self.checkpointer.directory})")
+            say(f"starting from {self.config.init.kind} (no checkpoint in {self.checkpointer.directory})")
             return state_lib.initial_state(self.model, self.config, self.tx, self.shardings)
         state, data_state = self.checkpointer.restore(self.abstract_state, self.shardings, step)
         if source is not None:
             source.set_state(data_state)
-        _say(f"resumed from step {step} ({self.checkpointer.directory / str(step)})")
+        say(f"resumed from step {step} ({self.checkpointer.directory / str(step)})")
         return state
 
     def batch(self, local: dict, keys) -> dict:
@@ -184,7 +179,7 @@ class Trainer:
         step, metrics = lagged
         values = jax.device_get(metrics)
         if values["skipped"]:
-            _say(f"step {step}: non-finite loss ({values['loss']}); update skipped "
+            say(f"step {step}: non-finite loss ({values['loss']}); update skipped "
                  f"({values['nonfinite_streak']} in a row, {values['nonfinite_total']} in all)")
             if values["nonfinite_streak"] >= self.config.max_nonfinite_steps:
                 raise NonFiniteError(f"{values['nonfinite_streak']} consecutive non-finite steps (up to step {step}); "
@@ -222,7 +217,7 @@ class Trainer:
         state = self.restore_or_init()
         step = int(jax.device_get(state.step))
         metrics = self.evaluate(state)
-        _say(f"eval at step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        say(f"eval at step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         return 0
 
     def export(self, state=None) -> int:
@@ -230,7 +225,7 @@ class Trainer:
         from animax.checkpoint import save_model  # the model-checkpoint format lives there
 
         if jax.process_count() > 1:
-            _say("export: skipped in a multi-process run; run `train.py --mode=export` as one process")
+            say("export: skipped in a multi-process run; run `train.py --mode=export` as one process")
             return 0
         state = self.restore_or_init() if state is None else state
         variables = jax.device_get({"params": state_lib.merged_params(state, self.config),

@@ -34,10 +34,6 @@ import numpy as np
 from animax.geometry import axis_angle_to_rotmat
 from animax.smal import PARENTS, pose_prior, shape_prior
 
-TERMS = ("keypoints_3d", "keypoints_2d", "global_orient", "pose", "betas", "shape_prior", "pose_prior",
-         "supcon", "betas_l2", "pose_smoothness", "fused_l2")
-
-
 def keypoints_3d_loss(pred, gt):
     """pred [B,K,3], gt [B,K,4] (xyz + confidence) -> scalar. Root-relative (keypoint 0), summed."""
     pred = pred - pred[:, :1]
@@ -136,6 +132,11 @@ def total_loss(outputs, batch, loss_config, priors=None):
     """(weighted sum, unweighted terms). loss_config: `config.loss` (weights.<term>, supcon_*)."""
     terms = loss_terms(outputs, batch, priors,
                        supcon=(loss_config.supcon_temperature, loss_config.supcon_base_temperature))
+    # Checked while tracing (once per compile): a misspelt weight would silently weigh nothing.
+    unknown, unweighted = set(loss_config.weights) - set(terms), set(terms) - set(loss_config.weights)
+    if unknown or unweighted:
+        raise ValueError(f"config.loss.weights: unknown term(s) {sorted(unknown)}, no weight for {sorted(unweighted)}; "
+                         f"the terms are {sorted(terms)}")
     # Terms weighted 0 stay out of the sum, so they cost no gradient and cannot poison it.
     total = sum(loss_config.weights[name] * value for name, value in terms.items() if loss_config.weights[name])
     return total, terms

@@ -43,6 +43,11 @@ def leaf_labels(trainable, trainable_set):
     return jax.tree_util.tree_map_with_path(label, trainable)
 
 
+def trained_mask(trainable, trainable_set):
+    """A bool tree like `trainable`: True where the optimizer updates the leaf (not "frozen")."""
+    return jax.tree.map(lambda label: label != "frozen", leaf_labels(trainable, trainable_set))
+
+
 def make_optimizer(config, trainable):
     """optax transformation for the trainable tree of `config` (config.optim, config.trainable)."""
     opt = config.optim

@@ -4,7 +4,8 @@ The mesh has two axes, `data` and `fsdp`, sized by `config.mesh` (data = -1: all
 fsdp leaves). FSDP is data parallelism whose parameters are split too, so the batch axis is
 sharded over both axes (every device sees its own examples); parameters and optimizer state
 are either replicated (fsdp = 1) or split over `fsdp` along their largest axis that the
-fsdp size divides (leaves with no such axis stay replicated; XLA gathers them per use).
+fsdp size divides. Leaves under `mesh.fsdp_min_bytes` (biases, norm scales; big_vision's rule
+uses 4 MiB) and leaves with no such axis stay replicated; XLA gathers split ones per use.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
     return Mesh(grid, ("data", "fsdp"))
 
 
-def fsdp_spec(shape, fsdp_size: int) -> P:
-    """PartitionSpec splitting the largest axis that `fsdp_size` divides; replicated if none."""
-    if fsdp_size == 1:
+def fsdp_spec(shape, fsdp_size: int, nbytes: int = 0, min_bytes: int = 0) -> P:
+    """PartitionSpec splitting the largest axis that `fsdp_size` divides; replicated if none,
+    or if the leaf's `nbytes` are under `min_bytes`."""
+    if fsdp_size == 1 or nbytes < min_bytes:
         return P()
     candidates = [(size, axis) for axis, size in enumerate(shape) if size % fsdp_size == 0]
     if not candidates:
@@ -59,10 +61,15 @@ def fsdp_spec(shape, fsdp_size: int) -> P:
     return P(*([None] * axis), "fsdp")
 
 
-def state_shardings(mesh: Mesh, abstract_tree):
+def state_shardings(mesh: Mesh, abstract_tree, min_bytes: int = 0):
     """NamedShardings for a tree of arrays or ShapeDtypeStructs (parameters, optimizer state)."""
     fsdp_size = mesh.shape["fsdp"]
-    return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(np.shape(x), fsdp_size)), abstract_tree)
+
+    def sharding(x):
+        nbytes = int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
+        return NamedSharding(mesh, fsdp_spec(np.shape(x), fsdp_size, nbytes, min_bytes))
+
+    return jax.tree.map(sharding, abstract_tree)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -12,6 +12,7 @@ from flax import struct, traverse_util
 from animax.models import INPUT_SIZE, vit
 from animax.train import lora as lora_lib
 from animax.train import sharding as sharding_lib
+from animax.train.writers import say
 
 INIT_KINDS = ("scratch", "backbone", "animer")
 
@@ -93,7 +94,7 @@ def pretrained_variables(config, variables):
     if kind == "backbone":
         backbone = _relayout_backbone(loaded["params"]["backbone"], params["backbone"])
         params["backbone"], taken = overlay(params["backbone"], backbone, f"backbone from {path}")
-        print(f"init: {taken} backbone arrays from {path}; every other module is freshly initialised")
+        say(f"init: {taken} backbone arrays from {path}; every other module is freshly initialised")
         return {**variables, "params": params}
     loaded_params = dict(loaded["params"])
     loaded_params["backbone"] = _relayout_backbone(loaded_params["backbone"], params["backbone"])
@@ -101,7 +102,7 @@ def pretrained_variables(config, variables):
     batch_stats = variables["batch_stats"]
     if loaded.get("batch_stats"):
         batch_stats, _ = overlay(batch_stats, loaded["batch_stats"], f"batch_stats from {path}")
-    print(f"init: {taken} parameter arrays from {path}")
+    say(f"init: {taken} parameter arrays from {path}")
     return {**variables, "params": params, "batch_stats": batch_stats}
 
 
@@ -138,7 +139,7 @@ def _initial_state(model, config, tx, body):
 def abstract_train_state(model, config, tx, mesh):
     """(abstract state, its shardings): what `initial_state` builds or a checkpoint restores into."""
     abstract = jax.eval_shape(lambda body: _initial_state(model, config, tx, body), model.body_model)
-    return abstract, state_shardings(mesh, abstract)
+    return abstract, state_shardings(mesh, abstract, config.mesh.fsdp_min_bytes)
 
 
 def initial_state(model, config, tx, shardings) -> TrainState:
@@ -154,9 +155,9 @@ def initial_state(model, config, tx, shardings) -> TrainState:
     return state
 
 
-def state_shardings(mesh, abstract_state: TrainState):
+def state_shardings(mesh, abstract_state: TrainState, fsdp_min_bytes: int = 0):
     """Parameters, LoRA and optimizer state per the mesh's fsdp rule; scalars and rng replicated."""
-    tree_shardings = lambda tree: sharding_lib.state_shardings(mesh, tree)
+    tree_shardings = lambda tree: sharding_lib.state_shardings(mesh, tree, fsdp_min_bytes)
     rep = sharding_lib.replicated(mesh)
     return abstract_state.replace(
         step=rep, rng=rep, nonfinite_streak=rep, nonfinite_total=rep,

@@ -1,5 +1,6 @@
-"""Where metrics go: a JSONL file, TensorBoard event files (tensorboardX, no TensorFlow), and a
-loss/metric curve PNG. Only process 0 writes; other processes get a writer that does nothing.
+"""Where metrics and messages go: a JSONL file, TensorBoard event files (tensorboardX, no
+TensorFlow), a loss/metric curve PNG, and `say` for the console. Only process 0 writes; other
+processes get a writer that does nothing.
 
     WORKDIR/metrics.jsonl      one {"step": n, "split": "train"|"eval", <name>: value, ...} per line
     WORKDIR/tensorboard/       event files, tags "<split>/<name>"
@@ -17,6 +18,14 @@ import jax
 from animax.files import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
+
+
+def say(message: str) -> None:
+    """Prints once per run (process 0), not once per host."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
+
+
 CURVES_FILE = "curves.png"
 
 

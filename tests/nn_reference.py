@@ -1,8 +1,111 @@
-"""Float64 NumPy building blocks and random parameters for checking the Flax networks (not a test)."""
+"""Float64 NumPy building blocks and random parameters for checking the Flax networks, and the float32
+error model the tests' tolerances come from (not a test)."""
+
+import itertools
 
 import jax
 import numpy as np
 from scipy.special import erf
+
+from animax.models import vit
+
+# Float32 error model: the one home for the tolerances of float32 results.
+U = 2.0**-24  # float32 unit roundoff (eps / 2): one rounding errs by at most U relative
+
+
+def f32_error(*sizes, cond=1.0):
+    """Typical float32 error of a chain of steps, relative to the scale of the values (rel_err's metric).
+
+    A step summing n terms (a dot product, a matmul, a mean) errs by ~sqrt(n) U times the scale
+    of its terms: rounding errors add like a random walk (Higham & Mary's probabilistic bound;
+    n U is the worst case). Each step also rounds its result (+U; size 1 = an elementwise step).
+    Chained steps add (random weights of scale 1/sqrt(fan_in) keep values O(1)); `cond`
+    multiplies for steps that amplify errors (cancellation, dividing by small numbers).
+    """
+    return cond * U * sum(np.sqrt(n) + 1.0 for n in sizes)
+
+
+def f32_tol(*sizes, cond=1.0, sides=1, margin=4.0):
+    """`margin` x f32_error: the bound for a float32 result against a float64 reference (sides=1),
+    or against another float32 computation of the same maths (sides=2: other kernels, batch size,
+    jit, scan, torch, another CPU), whose results are not bitwise equal."""
+    return margin * sides * f32_error(*sizes, cond=cond)
+
+
+def vit_block_steps(width, heads, mlp_dim, tokens):
+    """f32_error steps of a ViT block: LayerNorm (mean, variance, scale), qkv, logits, softmax (exp,
+    sum), weights @ v, proj and its residual, LayerNorm, fc1, GELU, fc2 and its residual."""
+    norm = (width, width, 1)
+    return (*norm, width, width // heads, 1, tokens, tokens, width, 1, *norm, width, 1, mlp_dim, 1)
+
+
+def decoder_layer_steps(dim, heads, dim_head, mlp_dim, tokens, context_tokens, context_dim):
+    """f32_error steps of a SMAL-head decoder layer: LayerNorm, qkv, logits, softmax, weights @ v,
+    to_out, residual; LayerNorm, to_q, to_kv, the same attention over the context; LayerNorm, fc1,
+    GELU, fc2, residual."""
+    norm, inner = (dim, dim, 1), heads * dim_head
+    return (*norm, dim, dim_head, 1, tokens, tokens, inner, 1,
+            *norm, dim, context_dim, dim_head, 1, context_tokens, context_tokens, inner, 1,
+            *norm, dim, 1, mlp_dim, 1)
+
+
+def lbs_steps(num_betas=41, joints_per_vertex=35, chain_depth=10):
+    """f32_error steps of smal_forward: shape (num_betas, vertices and joints) and pose (306 features)
+    blend shapes, the kinematic chain (3-term rotation and translation products per level), the
+    offsets, the blend of a vertex's joint transforms and its 3-term transform. Zero terms round
+    nothing: skinning weights count the joints they hold."""
+    return (num_betas, 1, 306, 1, *(3, 3) * chain_depth, 3, joints_per_vertex, 3, 1, 1)
+
+
+def pipeline_steps(model, tokens=193):
+    """f32_error steps of build_model(config) (model = config.model) through its longest path, to the
+    fused features: ViT, SMAL head and readouts, LBS and projection, the head crop's conv stages
+    (3 x 3 x channels terms, GroupNorm), pooling and projection, and the fusion MLP."""
+    v = {**vit.decode_variant(model.variant), "depth": model.depth}
+    width, head, enc = v["width"], model.smal_head, model.head_encoder
+    steps = [16 * 16 * 3, 1, *vit_block_steps(width, v["num_heads"], v["mlp_dim"], tokens) * v["depth"],
+             width, width, 1]
+    steps += [1, 1, *decoder_layer_steps(head.dim, head.heads, head.dim_head, head.mlp_dim, 1, tokens - 1, width)
+              * head.depth, head.dim, *(1,) * head.ief_iters]
+    steps += [*lbs_steps(), 3, 1]
+    channels, side = (3, *enc.widths), enc.crop
+    for c_in, c_out in itertools.pairwise(channels):
+        side //= 2  # stride 2; GroupNorm's statistics sum over the side^2 pixels of 4-channel groups
+        steps += [9 * c_in, 1, 4 * side**2, 4 * side**2, 1]
+    steps += [side**2, enc.widths[-1], 1]
+    features = width + enc.features + 41 + 35 * 9 + 3
+    return (*steps, features, features, 1, features, 1, model.fusion.hidden)
+
+
+def rot6d_condition(x, scale=None):
+    """Per 6D vector x [..., 6] (columns a1 = x[..., :3], a2 = x[..., 3:]): how much rot6d's
+    Gram-Schmidt amplifies errors of x, scale / min(|a1|, |a2 - (b1 . a2) b1|). scale: the size
+    the errors of x are relative to; default each vector's own max(|a1|, |a2|)."""
+    x = np.asarray(x, np.float64)
+    a1, a2 = x[..., :3], x[..., 3:6]
+    n1 = np.linalg.norm(a1, axis=-1)
+    perp = a2 - np.sum(a1 * a2, -1, keepdims=True) * a1 / n1[..., None] ** 2
+    if scale is None:
+        scale = np.maximum(n1, np.linalg.norm(a2, axis=-1))
+    return scale / np.minimum(n1, np.linalg.norm(perp, axis=-1))
+
+
+def rot6d_tol(x, input_error=U, scale=None, sides=1, margin=4.0):
+    """Per-vector bound on the rotation entries of rot6d_to_rotmat(x) [..., 1, 1] (entries are O(1)):
+    the input's relative error plus Gram-Schmidt's own few roundings (~3 U per column), amplified by
+    rot6d_condition, and ~6 U for the normalisations and the cross product."""
+    cond = rot6d_condition(x, scale)
+    return (margin * sides * (cond * (input_error + 3 * U) + 6 * U))[..., None, None]
+
+
+def assert_within(actual, desired, bound, err_msg=""):
+    """|actual - desired| <= bound elementwise, for a bound that varies (per sample, per element)."""
+    error = np.abs(np.asarray(actual, np.float64) - np.asarray(desired, np.float64))
+    bound = np.broadcast_to(np.asarray(bound, np.float64), error.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        worst = np.unravel_index(np.argmax(np.where(error > bound, np.inf, error / bound)), error.shape)
+    where = tuple(int(i) for i in worst)
+    assert error[worst] <= bound[worst], f"error {error[worst]:.3g} > bound {bound[worst]:.3g} at {where} {err_msg}"
 
 
 def f64(tree):

@@ -6,10 +6,14 @@ import numpy as np
 import torch
 
 from animax.models.class_head import ClassTokenHead
-from nn_reference import f64, random_params, rel_err
+from nn_reference import f32_tol, f64, random_params, rel_err
 from torch_reference import to_flax_variables, torch_class_head_shapes
 
 EPS = 1e-5
+# Float32 steps of the 16 -> 32 -> 32 -> 8 head: each Linear, then BatchNorm's batch mean and variance
+# (sums over B = 6) in training or one elementwise step with the running statistics in evaluation.
+TRAIN_STEPS = (16, 6, 6, 1, 32, 6, 6, 1, 32, 6, 6, 1)
+EVAL_STEPS = (16, 1, 32, 1, 32, 1)
 
 
 def np_head(params, stats, x, train):
@@ -58,8 +62,8 @@ def test_train_uses_batch_stats_and_updates_running_stats():
     variables = random_variables(head, x)
     out, updates = head.apply(variables, x, train=True, mutable=["batch_stats"])
     ref, ref_stats = np_head(f64(variables["params"]), f64(variables["batch_stats"]), np.asarray(x, np.float64), True)
-    assert rel_err(out, ref) < 1e-5
-    assert max(jax.tree.leaves(jax.tree.map(rel_err, updates["batch_stats"], ref_stats))) < 1e-5
+    assert rel_err(out, ref) < f32_tol(*TRAIN_STEPS)
+    assert max(jax.tree.leaves(jax.tree.map(rel_err, updates["batch_stats"], ref_stats))) < f32_tol(*TRAIN_STEPS)
 
 
 def test_eval_uses_running_stats():
@@ -67,9 +71,11 @@ def test_eval_uses_running_stats():
     x = np.random.default_rng(1).normal(size=(6, 16)).astype(np.float32)
     variables = random_variables(head, x)
     ref, _ = np_head(f64(variables["params"]), f64(variables["batch_stats"]), np.asarray(x, np.float64), False)
-    assert rel_err(head.apply(variables, x), ref) < 1e-5
-    # One sample at a time gives the same rows: nothing depends on the batch.
-    np.testing.assert_allclose(head.apply(variables, x[:1]), head.apply(variables, x)[:1], rtol=1e-6)
+    assert rel_err(head.apply(variables, x), ref) < f32_tol(*EVAL_STEPS)
+    # One sample at a time gives the same rows: nothing depends on the batch. Not bitwise: XLA
+    # picks other matmul kernels for 1 row than for 6 (and per CPU), so the two float32 results
+    # differ by rounding, relative to the rows' scale (an output element can be near 0).
+    assert rel_err(head.apply(variables, x[:1]), head.apply(variables, x)[:1]) < f32_tol(*EVAL_STEPS, sides=2)
 
 
 def test_matches_torch_sequential_with_converted_names():
@@ -91,8 +97,9 @@ def test_matches_torch_sequential_with_converted_names():
     with torch.no_grad():
         expected_eval = torch_head.eval()(x).numpy()
         expected_train = torch_head.train()(x).numpy()
-    assert rel_err(head.apply(variables, jnp.asarray(x.numpy())), expected_eval) < 1e-5
+    assert rel_err(head.apply(variables, jnp.asarray(x.numpy())), expected_eval) < f32_tol(*EVAL_STEPS, sides=2)
     out, updates = head.apply(variables, jnp.asarray(x.numpy()), train=True, mutable=["batch_stats"])
-    assert rel_err(out, expected_train) < 1e-5
+    assert rel_err(out, expected_train) < f32_tol(*TRAIN_STEPS, sides=2)
     # Running means follow torch; running variances differ by torch's unbiased B / (B - 1) factor.
-    assert rel_err(updates["batch_stats"]["layers_7"]["mean"], torch_head[7].running_mean.numpy()) < 1e-5
+    assert rel_err(updates["batch_stats"]["layers_7"]["mean"], torch_head[7].running_mean.numpy()) < f32_tol(
+        *TRAIN_STEPS, sides=2)

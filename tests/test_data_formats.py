@@ -14,6 +14,7 @@ from animax.data.dlc import read_labels
 from animax.data.keypoint_maps import load_keypoint_map
 from animax.smal.constants import KEYPOINT_NAMES
 from conftest import shared_file
+from nn_reference import U
 from test_data_fixtures import (AP10K_KEYPOINTS, HORSE10_PARTS, write_animal3d, write_coco,
                                 write_dlc_project)
 
@@ -176,7 +177,9 @@ def test_synthetic_quadruped_is_deterministic_with_exact_labels(tmp_path):
         projected = focal * camera[:, :2] / camera[:, 2:] + np.array([80.0, 64.0])
         visible = example["keypoints_2d"][:, 2] > 0
         assert visible.sum() > 20
-        np.testing.assert_allclose(example["keypoints_2d"][visible, :2], projected[visible], atol=1e-2)
+        # Projections of the float32-stored 3D keypoints and translation: a few roundings of ~100 px.
+        np.testing.assert_allclose(example["keypoints_2d"][visible, :2], projected[visible],
+                                   atol=32 * U * np.abs(projected[visible]).max())
         mask = np.asarray(Image.open(io.BytesIO(example["mask"]))) > 0
         inside = [mask[int(round(y)), int(round(x))] for x, y in projected[visible]]
         assert np.mean(inside) > 0.8                     # keypoints lie on the rendered body

@@ -9,6 +9,7 @@ from animax.data import AugmentConfig, make_loader, open_source
 from animax.data.build import build
 from animax.data.mixture import MixtureSource
 from animax.inference.preprocess import crop_for_model, load_image
+from nn_reference import U
 from test_data_fixtures import write_animal3d, write_coco
 
 BATCH_SHAPES = {
@@ -52,8 +53,9 @@ def test_batch_format(sources):
     batch = next(iter(loader(sources)))
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == BATCH_SHAPES
     rotations = batch["pose"]
+    # Float64 rotations rounded to float32, then a 3-term float32 product: <= ~5 U; x3.
     np.testing.assert_allclose(rotations @ np.swapaxes(rotations, -1, -2), np.broadcast_to(np.eye(3), rotations.shape),
-                               atol=1e-5)
+                               atol=16 * U)
     from_animal3d = batch["dataset"] == 0
     np.testing.assert_array_equal(batch["has_pose"], from_animal3d)
     np.testing.assert_array_equal(batch["has_mask"], from_animal3d)
@@ -68,7 +70,7 @@ def test_evaluation_crop_is_the_inference_crop(sources):
     for row in range(4):                             # one source, unshuffled: read in order
         example = sources[0][row]
         expected, _, _ = crop_for_model(load_image(io.BytesIO(example["image"])), example["bbox"], truncate=3.0)
-        np.testing.assert_allclose(batch["image"][row], expected, atol=1e-5)
+        np.testing.assert_array_equal(batch["image"][row], expected)  # the same NumPy code on the same input
 
 
 def test_same_seed_same_batches(sources):

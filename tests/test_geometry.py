@@ -3,10 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from scipy.spatial.transform import Rotation
 
 from animax import geometry as g
+from nn_reference import U, assert_within, rot6d_tol
 
 
 def rot6d_reference(x):
@@ -31,20 +31,21 @@ def test_rot6d_hand_built_cases():
 def test_rot6d_matches_animer_formula_and_round_trips():
     x = np.random.default_rng(0).normal(size=(64, 6))
     r = np.asarray(g.rot6d_to_rotmat(jnp.asarray(x, jnp.float32)))
-    np.testing.assert_allclose(r, rot6d_reference(x), atol=2e-6)
-    np.testing.assert_allclose(r @ r.transpose(0, 2, 1), np.broadcast_to(np.eye(3), r.shape), atol=2e-6)
-    np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=2e-6)
-    np.testing.assert_allclose(g.rot6d_to_rotmat(g.rotmat_to_rot6d(r)), r, atol=2e-6)
+    tol = rot6d_tol(x)  # per sample: nearly parallel a1, a2 amplify rounding
+    assert_within(r, rot6d_reference(x), tol)
+    assert_within(r @ r.transpose(0, 2, 1), np.broadcast_to(np.eye(3), r.shape), tol)
+    assert_within(np.linalg.det(r), 1.0, 3 * tol[:, 0, 0])
+    assert_within(g.rot6d_to_rotmat(g.rotmat_to_rot6d(r)), r, tol)
 
 
 def test_torch_rot6d_convention():
-    torch = pytest.importorskip("torch")
+    import torch
     x = np.random.default_rng(1).normal(size=(16, 6)).astype(np.float32)
     t = torch.from_numpy(x).reshape(-1, 2, 3).permute(0, 2, 1)
     b1 = torch.nn.functional.normalize(t[:, :, 0])
     b2 = torch.nn.functional.normalize(t[:, :, 1] - (b1 * t[:, :, 1]).sum(-1, keepdim=True) * b1)
     expected = torch.stack([b1, b2, torch.cross(b1, b2, dim=1)], dim=-1).numpy()
-    np.testing.assert_allclose(g.rot6d_to_rotmat(jnp.asarray(x)), expected, atol=1e-6)
+    assert_within(g.rot6d_to_rotmat(jnp.asarray(x)), expected, rot6d_tol(x, sides=2))
 
 
 def _awkward_rotvecs():
@@ -57,8 +58,9 @@ def _awkward_rotvecs():
 
 def test_axis_angle_to_rotmat_matches_scipy():
     aa = _awkward_rotvecs()
+    # Entries <= 1 from a few float32 roundings (the input's, sin, cos, K @ K with |aa| <= 4): ~8 U, x4.
     np.testing.assert_allclose(g.axis_angle_to_rotmat(jnp.asarray(aa, jnp.float32)),
-                               Rotation.from_rotvec(aa).as_matrix(), atol=1e-6)
+                               Rotation.from_rotvec(aa).as_matrix(), atol=32 * U)
 
 
 def test_rotmat_to_axis_angle_round_trips_at_zero_and_pi():
@@ -69,8 +71,9 @@ def test_rotmat_to_axis_angle_round_trips_at_zero_and_pi():
     np.testing.assert_allclose(Rotation.from_rotvec(back).as_matrix(), r, atol=1e-5)
     small = np.linalg.norm(aa, axis=1) < np.pi - 1e-2
     np.testing.assert_allclose(back[small], aa[small], atol=1e-5)
+    # Angles to a few U of pi (2 atan2 and the input's rounding), also next to pi: ~8 U pi, x4.
     np.testing.assert_allclose(np.linalg.norm(back, axis=1), np.minimum(np.linalg.norm(aa, axis=1), np.pi),
-                               atol=5e-4)
+                               atol=32 * U * np.pi)
 
 
 def test_rotation_gradients_are_finite_and_exact_at_zero():
@@ -116,4 +119,5 @@ def test_geometry_under_jit_and_vmap():
     aa = jnp.asarray(np.random.default_rng(4).normal(size=(3, 7, 3)), jnp.float32)
     direct = g.rotmat_to_axis_angle(g.axis_angle_to_rotmat(aa))
     mapped = jax.jit(jax.vmap(lambda a: g.rotmat_to_axis_angle(g.axis_angle_to_rotmat(a))))(aa)
-    np.testing.assert_allclose(mapped, direct, atol=1e-6)
+    # jit fuses the ops (other roundings) but both round-trip to ~8 U |aa|; two sides, x4.
+    np.testing.assert_allclose(mapped, direct, atol=2 * 32 * U * np.abs(aa).max())

@@ -19,6 +19,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def loss_tol():
+    """Relative bound on the loss of another device layout: not bitwise (per-device batch sizes pick
+    other kernels, sums run across devices): the whole model's float32 steps and the loss's sums of
+    8 x 26 x 3 terms, on both sides."""
+    from nn_reference import f32_tol, pipeline_steps
+    from test_train_loop import small_config
+
+    return f32_tol(*pipeline_steps(small_config().model), 8 * 26 * 3, sides=2)
+
+
 def _worker(args, devices, cache_dir):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
            "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "JAX_COMPILATION_CACHE_DIR": cache_dir,
@@ -44,7 +54,7 @@ def test_sharded_steps_equal_the_single_device_step_and_fsdp_shards(tmp_path_fac
     report = json.loads(out.strip().splitlines()[-1])
     for name in ("data8", "data2_fsdp4"):
         assert report[name]["max_param_diff"] < 1e-5, report
-        assert abs(report[name]["loss"] - report["single"]["loss"]) < 1e-5 * max(1.0, abs(report["single"]["loss"]))
+        assert abs(report[name]["loss"] - report["single"]["loss"]) < loss_tol() * abs(report["single"]["loss"]), report
     # Per-device bytes about 1/4 of the whole with fsdp = 4 (the few leaves no axis of which
     # 4 divides stay replicated), and the whole on each device without FSDP.
     assert 0.24 < report["data2_fsdp4"]["per_device_fraction"] < 0.3, report
@@ -64,7 +74,8 @@ def test_two_processes_take_the_same_step_as_one(tmp_path):
     one, two = np.load(tmp_path / "one" / "step.npz"), np.load(tmp_path / "two" / "step.npz")
     assert set(one) == set(two)
     for key in one:
-        np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
+        rtol = loss_tol() if key == "loss" else 1e-5
+        np.testing.assert_allclose(two[key], one[key], rtol=rtol, atol=0 if key == "loss" else 1e-6, err_msg=key)
 
 
 # ---- workers (run in a subprocess) ----

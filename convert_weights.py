@@ -37,7 +37,7 @@ def parse_args(argv):
 
 
 def to_animax(args) -> int:
-    from animax.checkpoint import save_model
+    from animax.saved_model import save_model
     from animax.convert.animer import ConversionError, convert
 
     start = time.perf_counter()
@@ -60,7 +60,7 @@ def to_torch(args) -> int:
     import numpy as np
     import torch
 
-    from animax.checkpoint import load_model, read_config
+    from animax.saved_model import load_model, read_config
     from animax.convert.animer import to_torch_state_dict
     from animax.files import atomic_write
 

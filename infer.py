@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # The package is imported here so that --help and argument errors answer at once.
     from animax.inference.inputs import BoxesFileError, expand_inputs, plan_jobs, read_boxes
-    from animax.inference.loading import ModelLoadError, check_files, load
+    from animax.inference.loading import ModelLoadError, check_files, load_model_or_random
     from animax.inference.predictor import Predictor
     from animax.inference.runner import run_inference
 
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         print(f"WARNING: no --ckpt given: RANDOM weights ({Path(args.config).name}); the outputs show "
               "the pipeline runs, not real predictions. Convert weights with convert_weights.py.", file=sys.stderr)
     try:
-        model, variables, info = load(args.ckpt, args.smal, args.config, args.dtype)
+        model, variables, info = load_model_or_random(args.ckpt, args.smal, args.config, args.dtype)
     except ModelLoadError as e:
         error(e)
         return 1

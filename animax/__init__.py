@@ -1,6 +1,6 @@
 """animax: AniMer-style 3D animal pose and shape estimation in JAX/Flax."""
 
-from animax.checkpoint import load_model, save_model
+from animax.saved_model import load_model, save_model
 from animax.models import build_model, init_variables
 from animax.smal import SMALModel, load_smal, save_smal, smal_forward
 

@@ -1,7 +1,8 @@
 """Rotations, cameras and projection shared by the body model, the networks and the losses.
 
 Every function is batched over leading axes and safe under `jit`, `vmap` and `grad`
-(including the singular points of the rotation conversions).
+(including the singular points of the rotation conversions). The axis-angle conversions also
+take `xp=numpy`, for host code (data loaders, renderers) that runs no JAX per example.
 """
 
 import jax.numpy as jnp
@@ -34,78 +35,80 @@ def rotmat_to_rot6d(rotmat):
     return jnp.concatenate([rotmat[..., :, 0], rotmat[..., :, 1]], axis=-1)
 
 
-def _safe_norm(x, axis=-1, keepdims=False):
+def _safe_norm(x, axis=-1, keepdims=False, xp=jnp):
     """Norm with a finite gradient at 0 (the gradient there is taken as 0)."""
-    sq = jnp.sum(x * x, axis=axis, keepdims=keepdims)
+    sq = xp.sum(x * x, axis=axis, keepdims=keepdims)
     nonzero = sq > 0
-    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
+    return xp.where(nonzero, xp.sqrt(xp.where(nonzero, sq, 1.0)), 0.0)
 
 
-def _skew(v):
+def _skew(v, xp=jnp):
     """Cross-product matrix: _skew(v) @ u == cross(v, u). [..., 3] -> [..., 3, 3]."""
     x, y, z = v[..., 0], v[..., 1], v[..., 2]
-    o = jnp.zeros_like(x)
-    return jnp.stack([jnp.stack([o, -z, y], -1),
-                      jnp.stack([z, o, -x], -1),
-                      jnp.stack([-y, x, o], -1)], -2)
+    o = xp.zeros_like(x)
+    return xp.stack([xp.stack([o, -z, y], -1),
+                     xp.stack([z, o, -x], -1),
+                     xp.stack([-y, x, o], -1)], -2)
 
 
-def axis_angle_to_rotmat(aa):
+def axis_angle_to_rotmat(aa, xp=jnp):
     """Rodrigues' formula. aa: [..., 3] (axis * angle in radians) -> [..., 3, 3].
 
     R = I + a K + b K^2 with K = skew(aa), a = sin t / t, b = (1 - cos t) / t^2. Near t = 0
     the coefficients switch to their Taylor series, so values and gradients stay exact.
+    xp=numpy runs it on the host (data loaders, renderers: no JAX work per example).
     """
-    t2 = jnp.sum(aa * aa, axis=-1)
+    aa = xp.asarray(aa)
+    t2 = xp.sum(aa * aa, axis=-1)
     small = t2 < 1e-6
-    t2_safe = jnp.where(small, 1.0, t2)
-    t = jnp.sqrt(t2_safe)
-    a = jnp.where(small, 1.0 - t2 / 6.0 + t2 * t2 / 120.0, jnp.sin(t) / t)
-    b = jnp.where(small, 0.5 - t2 / 24.0 + t2 * t2 / 720.0, (1.0 - jnp.cos(t)) / t2_safe)
-    k = _skew(aa)
-    eye = jnp.eye(3, dtype=aa.dtype)
+    t2_safe = xp.where(small, 1.0, t2)
+    t = xp.sqrt(t2_safe)
+    a = xp.where(small, 1.0 - t2 / 6.0 + t2 * t2 / 120.0, xp.sin(t) / t)
+    b = xp.where(small, 0.5 - t2 / 24.0 + t2 * t2 / 720.0, (1.0 - xp.cos(t)) / t2_safe)
+    k = _skew(aa, xp)
+    eye = xp.eye(3, dtype=aa.dtype)
     return eye + a[..., None, None] * k + b[..., None, None] * (k @ k)
 
 
-def rotmat_to_quaternion(rotmat):
+def rotmat_to_quaternion(rotmat, xp=jnp):
     """Rotation matrix -> unit quaternion (w, x, y, z) with w >= 0. [..., 3, 3] -> [..., 4].
 
     Shepperd's method: of the four algebraically equal formulas, use the one whose
     divisor is largest, so it is accurate everywhere including 180-degree rotations.
     """
-    m = rotmat
+    m = xp.asarray(rotmat)
     m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
     m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
     m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
     # Each row: 4 * (w, x, y, z) * component, with the component on the diagonal.
-    candidates = jnp.stack([
-        jnp.stack([1 + m00 + m11 + m22, m21 - m12, m02 - m20, m10 - m01], -1),
-        jnp.stack([m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20], -1),
-        jnp.stack([m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21], -1),
-        jnp.stack([m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22], -1),
+    candidates = xp.stack([
+        xp.stack([1 + m00 + m11 + m22, m21 - m12, m02 - m20, m10 - m01], -1),
+        xp.stack([m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20], -1),
+        xp.stack([m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21], -1),
+        xp.stack([m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22], -1),
     ], -2)
-    diag = jnp.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22,
-                      1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
-    best = jnp.argmax(diag, axis=-1)
-    q = jnp.take_along_axis(candidates, best[..., None, None], axis=-2)[..., 0, :]
-    q = q / _safe_norm(q, keepdims=True).clip(1e-12)
-    return jnp.where(q[..., :1] < 0, -q, q)
+    diag = xp.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22,
+                     1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
+    best = xp.argmax(diag, axis=-1)
+    q = xp.take_along_axis(candidates, best[..., None, None], axis=-2)[..., 0, :]
+    q = q / _safe_norm(q, keepdims=True, xp=xp).clip(1e-12)
+    return xp.where(q[..., :1] < 0, -q, q)
 
 
-def quaternion_to_axis_angle(q):
+def quaternion_to_axis_angle(q, xp=jnp):
     """Unit quaternion (w, x, y, z) -> axis-angle. [..., 4] -> [..., 3]. Angle in [0, pi] for w >= 0."""
     w, v = q[..., :1], q[..., 1:]
-    s = _safe_norm(v, keepdims=True)
-    angle = 2.0 * jnp.arctan2(s, w)
+    s = _safe_norm(v, keepdims=True, xp=xp)
+    angle = 2.0 * xp.arctan2(s, w)
     small = s < 1e-6
     # angle / s -> 2 / w as s -> 0 (w -> 1): the series keeps the gradient exact there.
-    scale = jnp.where(small, 2.0 / w * (1.0 - s * s / (3.0 * w * w)), angle / jnp.where(small, 1.0, s))
+    scale = xp.where(small, 2.0 / w * (1.0 - s * s / (3.0 * w * w)), angle / xp.where(small, 1.0, s))
     return v * scale
 
 
-def rotmat_to_axis_angle(rotmat):
+def rotmat_to_axis_angle(rotmat, xp=jnp):
     """Rotation matrix -> axis-angle, stable at 0 and near pi. [..., 3, 3] -> [..., 3]."""
-    return quaternion_to_axis_angle(rotmat_to_quaternion(rotmat))
+    return quaternion_to_axis_angle(rotmat_to_quaternion(rotmat, xp), xp)
 
 
 def weak_cam_to_translation(cam, focal_length=FOCAL_LENGTH, crop_size=CROP_SIZE):

@@ -26,7 +26,7 @@ from PIL import Image
 from animax.data import AugmentConfig, make_loader, open_source, prepare_example
 from animax.data.augment import crop_example, sample_augmentation
 from animax.data.build import build
-from animax.data.pipeline import decode_example
+from animax.data.loader import decode_example
 from common import report, time_call
 
 HORSE = Path(__file__).resolve().parents[2] / "shared" / "data" / "animer_examples" / "000000015956_horse.png"

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from animax.inference.inputs import expand_inputs, plan_jobs
-from animax.inference.loading import load
+from animax.inference.loading import load_model_or_random
 from animax.inference.predictor import Predictor, prepare
 from animax.inference.runner import run_inference
 from common import report, time_call
@@ -49,7 +49,7 @@ def main():
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
 
-    model, variables, info = load(config=args.config)
+    model, variables, info = load_model_or_random(config=args.config)
     predictor = Predictor(model, variables, args.batch_size)
     compile_s = predictor.compile()
     faces = variables["smal"]["model"].faces

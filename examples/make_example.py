@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from animax.geometry import axis_angle_to_rotmat
-from animax.inference.render import render
+from animax.image.raster import render
 from animax.smal import load_smal, smal_forward
 from animax.smal.__main__ import walking_pose
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from animax.data.augment import (Augmentation, AugmentConfig, axis_angle_to_matrix, camera_frame_map,
-                                 crop_example, sample_augmentation)
+from animax.data.augment import Augmentation, AugmentConfig, camera_frame_map, crop_example, sample_augmentation
 from animax.data.mirror import BODY_REFLECTION, JOINT_MIRROR, KEYPOINT_MIRROR, transform_pose
-from animax.inference.preprocess import IMAGE_MEAN, IMAGE_STD, crop_transform, invert_affine, normalize
+from animax.geometry import axis_angle_to_rotmat
+from animax.image.crop import IMAGE_MEAN, IMAGE_STD, crop_transform, invert_affine, normalize
 from animax.smal import load_smal, smal_forward
 from animax.smal.constants import JOINT_NAMES, KEYPOINT_NAMES
 from conftest import shared_file
@@ -101,7 +101,7 @@ def test_transformed_pose_poses_the_transformed_body(standin, augmentation):
     are the camera-frame map of the original ones, mirror partners swapped after a flip."""
     rng = np.random.default_rng(4)
     betas = rng.normal(0, 0.5, (1, standin.num_betas)).astype(np.float32)
-    pose = axis_angle_to_matrix(rng.normal(0, 0.3, (35, 3)))
+    pose = axis_angle_to_rotmat(rng.normal(0, 0.3, (35, 3)), xp=np)
     src_from_dst = crop_transform((100.0, 80.0), 150.0, 256, augmentation.rotation_deg, augmentation.flip)
     camera_map = camera_frame_map(invert_affine(src_from_dst))
 

@@ -8,7 +8,8 @@ import pytest
 from animax.data import AugmentConfig, make_loader, open_source
 from animax.data.build import build
 from animax.data.mixture import MixtureSource
-from animax.inference.preprocess import crop_for_model, load_image
+from animax.image.io import load_image
+from animax.inference.predictor import prepare
 from nn_reference import U
 from test_data_fixtures import write_animal3d, write_coco
 
@@ -69,7 +70,7 @@ def test_evaluation_crop_is_the_inference_crop(sources):
     batch = next(iter(loader(sources, augment=None, shuffle=False, weights=[1.0, 0.0], num_epochs=1)))
     for row in range(4):                             # one source, unshuffled: read in order
         example = sources[0][row]
-        expected, _, _ = crop_for_model(load_image(io.BytesIO(example["image"])), example["bbox"], truncate=3.0)
+        expected = prepare(load_image(io.BytesIO(example["image"])), example["bbox"]).crop
         np.testing.assert_array_equal(batch["image"][row], expected)  # the same NumPy code on the same input
 
 

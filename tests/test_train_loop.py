@@ -174,7 +174,7 @@ def test_lora_trains_adapters_and_heads_leaving_base_weights(tmp_path, compile_c
     name = "backbone.blocks.attn.qkv"
     assert not np.allclose(initial.lora[name]["b"], final.lora[name]["b"])
     # The export holds the merged kernels: base + (alpha / r) a @ b, readable by load_model.
-    from animax.checkpoint import load_model
+    from animax.saved_model import load_model
 
     trainer.export()
     trainer.checkpointer.close()
@@ -214,7 +214,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, c
 
 
 def test_init_from_a_converted_checkpoint(tmp_path, compile_cache):
-    from animax.checkpoint import save_model
+    from animax.saved_model import save_model
 
     config = small_config()
     source = jax.device_get(loop.Trainer(config, tmp_path / "a").restore_or_init())

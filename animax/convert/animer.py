@@ -14,7 +14,6 @@ import re
 from collections import OrderedDict
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
@@ -23,7 +22,7 @@ from animax.convert import keymap
 from animax.convert.pickled_configs import find, to_plain
 from animax.convert.sources import Source, differences, locate, read_hydra_config
 from animax.convert.torch_reader import LazyTensor, read_torch_checkpoint
-from animax.models import build_model, init_variables, vit
+from animax.models import abstract_variables, build_model, init_variables, vit
 from animax.models.config import model_config
 
 # Heads of the standard ViT widths (a checkpoint stores no head count).
@@ -214,11 +213,9 @@ def convert(src, smal=None, progress=True) -> tuple[ml_collections.ConfigDict, d
     cfg = training_config(source, hparams, report)
     config = ml_collections.ConfigDict({"name": "converted", "model": infer_model_config(tensors, cfg),
                                         "smal": None})
-    # Checkpoints keep the ViT blocks unscanned (`blocks_{i}`, PyTorch's layout): see animax.checkpoint.
-    unscanned = ml_collections.ConfigDict(config.to_dict())
-    unscanned.model.scan_blocks = False
-    model = build_model(unscanned, smal=smal)
-    abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32))
+    # Checkpoints keep the ViT blocks unscanned (`blocks_{i}`, PyTorch's layout): see animax.saved_model.
+    model = build_model(config, smal=smal, scan_blocks=False)
+    abstract = abstract_variables(model)
     expected = {path: leaf for path, leaf in _flatten({k: abstract[k] for k in ("params", "batch_stats")})}
     out: dict = {}
     plan = []  # (torch name, rule, flax path) of the tensors to copy
@@ -292,8 +289,7 @@ def _init_small_modules(model):
     """Random variables of every module but the backbone, without materialising the backbone."""
     # Scanned blocks trace as one block; the backbone's initialisers are dropped anyway.
     config = ml_collections.ConfigDict({"model": model.model_config.as_configdict()})
-    config.model.scan_blocks = True
-    return init_variables(build_model(config, smal=model.body_model), exclude=("backbone",))
+    return init_variables(build_model(config, smal=model.body_model, scan_blocks=True), exclude=("backbone",))
 
 
 def to_torch_state_dict(config, variables) -> "OrderedDict[str, np.ndarray]":

@@ -1,8 +1,8 @@
 """AniMer's training augmentation and crop: one stored example -> one network input.
 
-The crop is `animax.inference.preprocess`'s (square box, anti-aliasing blur, OpenCV-
-convention bilinear warp, ImageNet normalisation), so training and inference see the same
-pixels. Augmentation jitters that crop the way AniMer's `get_example` / `do_augmentation`
+The crop is `animax.image.crop.crop` (square box, anti-aliasing blur, OpenCV-convention
+bilinear warp, ImageNet normalisation), the one inference calls too: a plain `Augmentation()`
+with the inference blur radius gives exactly the inference pixels. Augmentation jitters that crop the way AniMer's `get_example` / `do_augmentation`
 do: scale, in-plane rotation, translation of the box, per-channel colour gain, and an
 optional horizontal flip. Every annotation follows the warp exactly: 2D keypoints through
 the same affine map, 3D keypoints and the global orientation through the matching camera-
@@ -17,8 +17,8 @@ import dataclasses
 import numpy as np
 
 from animax.data.mirror import KEYPOINT_MIRROR, transform_pose
-from animax.inference.preprocess import (CROP_SIZE, antialias_sigma, apply_affine, crop_transform,
-                                         invert_affine, normalize, square_box, warp_affine)
+from animax.geometry import CROP_SIZE, axis_angle_to_rotmat
+from animax.image.crop import INFERENCE_BLUR_TRUNCATE, apply_affine, crop, invert_affine, square_box
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,18 +57,6 @@ def sample_augmentation(rng: np.random.Generator, config: AugmentConfig) -> Augm
                         color=tuple(color))
 
 
-def axis_angle_to_matrix(axis_angle) -> np.ndarray:
-    """Rodrigues' formula in NumPy (the loader runs without JAX). [..., 3] -> [..., 3, 3]."""
-    axis_angle = np.asarray(axis_angle, np.float64)
-    angle = np.linalg.norm(axis_angle, axis=-1)[..., None, None]
-    safe = np.where(angle > 1e-12, angle, 1.0)
-    x, y, z = np.moveaxis(axis_angle, -1, 0)
-    zero = np.zeros_like(x)
-    k = np.stack([np.stack([zero, -z, y], -1), np.stack([z, zero, -x], -1),
-                  np.stack([-y, x, zero], -1)], -2) / safe
-    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
-
-
 def camera_frame_map(dst_from_src) -> np.ndarray:
     """The camera-frame linear map [3, 3] matching an image similarity transform [2, 3]:
     its rotation (and x flip) about the optical axis, scale removed. Rotating the camera
@@ -88,14 +76,14 @@ def _without_last_channel(array):
 
 
 def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZE,
-                 truncate=3.0) -> dict:
+                 truncate=INFERENCE_BLUR_TRUNCATE) -> dict:
     """The network input and targets of one example under one augmentation.
 
     pixels uint8 [H, W, 3] RGB, or [H, W, 4] with the mask (255 = animal) as fourth channel:
     the mask then goes through the same warp and blur, as AniMer crops its RGBA image.
     example: the stored arrays (`bbox`, `keypoints_2d`, `keypoints_3d`, `pose` axis-angle;
     see animax.data.features). truncate: the anti-aliasing blur's radius in sigmas (AniMer's
-    training uses 3).
+    training uses TRAINING_BLUR_TRUNCATE, its inference INFERENCE_BLUR_TRUNCATE).
     Returns float32 `image [S,S,3]` (ImageNet-normalised), `mask [S,S]` (0..1, zeros without
     a mask), `keypoints_2d [26,3]` (crop-normalised x, y in [-0.5, 0.5] over the crop, and
     confidence), `keypoints_3d [26,4]`, `pose [35,3,3]` rotation matrices.
@@ -103,14 +91,13 @@ def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZ
     center, size = square_box(example["bbox"])
     center = center + np.asarray(augmentation.shift) * size
     size = size * augmentation.scale
-    src_from_dst = crop_transform(center, size, out_size, augmentation.rotation_deg, augmentation.flip)
-    crop = warp_affine(pixels, src_from_dst, out_size, sigma=antialias_sigma(size, out_size),
-                       truncate=truncate)
-    crop = normalize(crop, augmentation.color)
+    pixels, src_from_dst = crop(pixels, center, size, rotation_deg=augmentation.rotation_deg,
+                                flip=augmentation.flip, gain=augmentation.color, out_size=out_size,
+                                truncate=truncate)
     if pixels.shape[-1] == 4:
-        rgb, crop_mask = _without_last_channel(crop), np.ascontiguousarray(crop[..., 3])
+        rgb, crop_mask = _without_last_channel(pixels), np.ascontiguousarray(pixels[..., 3])
     else:
-        rgb, crop_mask = crop, np.zeros((out_size, out_size), np.float32)
+        rgb, crop_mask = pixels, np.zeros((out_size, out_size), np.float32)
 
     dst_from_src = invert_affine(src_from_dst)
     keypoints_2d = np.array(example["keypoints_2d"], np.float32)
@@ -118,7 +105,8 @@ def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZ
     camera_map = camera_frame_map(dst_from_src)
     keypoints_3d = np.array(example["keypoints_3d"], np.float32)
     keypoints_3d[:, :3] = keypoints_3d[:, :3] @ camera_map.T
-    pose = transform_pose(axis_angle_to_matrix(example["pose"]), camera_map, augmentation.flip)
+    pose = transform_pose(axis_angle_to_rotmat(np.asarray(example["pose"], np.float64), xp=np), camera_map,
+                          augmentation.flip)
     if augmentation.flip:
         keypoints_2d, keypoints_3d = keypoints_2d[KEYPOINT_MIRROR], keypoints_3d[KEYPOINT_MIRROR]
     return {

@@ -6,7 +6,7 @@ all. Nothing here needs TensorFlow: images are stored as the source file's encod
 Pillow. Stored fields (K = 26 SMAL keypoints, J = 35 SMAL joints):
 
     image           encoded image bytes, exactly the source file (EXIF orientation honoured
-                    at decode time, as `animax.inference.preprocess.load_image` does)
+                    at decode time, as `animax.image.io.load_image` does)
     mask            PNG, uint8 [H, W, 1], 255 = animal; a 1x1 black PNG when has_mask is False
     image_id        where the example came from (source-relative path, plus an instance tag)
     bbox            float32 [4] (x1, y1, x2, y2) in image pixels

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from animax.data import dlc, features
-from animax.data.builder import (AnimaxBuilder, BadExample, box_from_keypoints, check_example,
+from animax.data.tfds_builder import (AnimaxBuilder, BadExample, box_from_keypoints, check_example,
                                  clean_keypoints, read_image)
 from animax.data.keypoint_maps import load_keypoint_map
 

@@ -8,12 +8,12 @@ Each example is a pure function of (seed, split, index), so a build is reproduci
   sigma) when `pose_prior` names the prior file, else small random joint rotations;
 - camera: the animal turned to any heading about its up axis, seen from slightly above,
   filling 35-75% of the image at a random place; AniMer's full-image focal length
-  (1000 / 256 x the longer image side);
+  (FOCAL_LENGTH / CROP_SIZE x the longer image side);
 - appearance: a random coat (base colour times smooth patches over the rest-pose surface),
   Lambert shading under a random light, a random smooth background, sensor noise, JPEG.
 Labels: `keypoints_2d` (projected; confidence 0 outside the image), `keypoints_3d` (posed,
 camera orientation, no translation), `betas`, `pose` (axis-angle), `trans`, `mask`, `family`.
-Images are rasterised with `animax.inference.render`.
+Images are rasterised with `animax.image.raster`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import io
 
 import numpy as np
 from PIL import Image
-from scipy.spatial.transform import Rotation
 
 from animax.data import features
-from animax.data.builder import AnimaxBuilder, BadExample, check_example
-from animax.inference.render import project, rasterize, vertex_normals
+from animax.data.tfds_builder import AnimaxBuilder, BadExample, check_example
+from animax.geometry import CROP_SIZE, FOCAL_LENGTH, axis_angle_to_rotmat, rotmat_to_axis_angle
+from animax.image.raster import project, rasterize, vertex_normals
 from animax.smal import load_smal, smal_forward
 from animax.smal.io import load_pickle
 
@@ -46,7 +46,7 @@ class _Record:
 
 
 def _rotation(axis, angle) -> np.ndarray:
-    return Rotation.from_rotvec(np.asarray(axis, np.float64) * angle).as_matrix()
+    return axis_angle_to_rotmat(np.asarray(axis, np.float64) * angle, xp=np)
 
 
 class SyntheticQuadruped(AnimaxBuilder):
@@ -80,7 +80,7 @@ class SyntheticQuadruped(AnimaxBuilder):
     def _example(self, record):
         rng = np.random.default_rng([self.seed, record.split_id, record.index])
         family, betas, pose = self._sample_body(rng)
-        rotations = Rotation.from_rotvec(pose).as_matrix()
+        rotations = axis_angle_to_rotmat(pose, xp=np)
         body = smal_forward(self.body, betas[None].astype(np.float32), rotations[None].astype(np.float32))
         vertices = np.asarray(body["vertices"][0], np.float64)
         keypoints_3d = np.asarray(body["keypoints_3d"][0], np.float64)
@@ -119,13 +119,13 @@ class SyntheticQuadruped(AnimaxBuilder):
         from_above = _rotation((1, 0, 0), -rng.uniform(0.0, 0.5))       # camera looks slightly down
         roll = _rotation((0, 0, 1), rng.normal(0.0, 0.05))
         global_orientation = roll @ from_above @ _SIDE_VIEW @ heading
-        pose[0] = Rotation.from_matrix(global_orientation).as_rotvec()
+        pose[0] = rotmat_to_axis_angle(global_orientation, xp=np)
         return family, betas, pose
 
     def _sample_camera(self, rng, vertices):
         """(focal length, translation [3]) placing the posed body inside the image."""
         longer = max(self.width, self.height)
-        focal = 1000.0 / 256.0 * longer
+        focal = FOCAL_LENGTH / CROP_SIZE * longer
         low, high = vertices.min(0), vertices.max(0)
         extent = np.max(high[:2] - low[:2])
         depth = focal * extent / (rng.uniform(0.35, 0.75) * min(self.width, self.height))

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from animax.models import build_model, init_variables
-from animax.smal import load_smal
 
 RANDOM_SEED = 0
 
@@ -52,7 +51,7 @@ def check_files(ckpt=None, smal=None, config=None) -> None:
         raise ModelLoadError(f"{config}: config file not found")
 
 
-def load(ckpt=None, smal=None, config=None, dtype=None):
+def load_model_or_random(ckpt=None, smal=None, config=None, dtype=None):
     """(model, variables, info) from a checkpoint folder, or random weights for a config file.
 
     smal: a SMAL .pkl/.npz file or None (the checkpoint's body model, else the stand-in);
@@ -73,7 +72,7 @@ def load(ckpt=None, smal=None, config=None, dtype=None):
 
 
 def _checkpoint_model(ckpt, smal, dtype):
-    from animax.checkpoint import load_model, read_config   # orbax is only needed on this path
+    from animax.saved_model import load_model, read_config   # orbax is only needed on this path
     try:
         config, provenance = read_config(ckpt)
         model, variables = load_model(ckpt, smal=smal, dtype=dtype)
@@ -96,10 +95,9 @@ def _random_model(config_path, smal, dtype):
     if dtype is not None:
         config.model.dtype = dtype
     try:
-        body = load_smal(smal if smal is not None else config.get("smal"))
+        model = build_model(config, smal=smal)
     except (OSError, ValueError) as e:        # load_smal's messages name the file
         raise ModelLoadError(str(e)) from None
-    model = build_model(config, smal=body)
     return model, init_variables(model, RANDOM_SEED)
 
 

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from animax.geometry import CROP_SIZE, FOCAL_LENGTH
-from animax.inference.preprocess import IMAGE_MEAN, IMAGE_STD
-from animax.inference.render import render
+from animax.image.crop import IMAGE_MEAN, IMAGE_STD
+from animax.image.raster import render
 
 MESH_OPACITY = 0.7
 SIDE_VIEW_FILL = 0.8               # fraction of the panel the side view's mesh spans
@@ -23,7 +23,7 @@ KEYPOINT_RADIUS = 2.5
 
 
 def crop_to_uint8(crop):
-    """ImageNet-normalised crop [S, S, 3] -> uint8 RGB (undoes preprocess.normalize)."""
+    """ImageNet-normalised crop [S, S, 3] -> uint8 RGB (undoes animax.image.crop.normalize)."""
     return np.clip(np.round(np.asarray(crop, np.float32) * IMAGE_STD + IMAGE_MEAN), 0, 255).astype(np.uint8)
 
 

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from animax.geometry import cam_crop_to_full, full_image_focal_length
-from animax.inference.preprocess import CROP_SIZE, apply_affine, crop_for_model, crop_transform
+from animax.geometry import CROP_SIZE, cam_crop_to_full, full_image_focal_length
+from animax.image.crop import apply_affine, crop, crop_transform, square_box
 
 # Model outputs kept per animal, renamed to the exported file names (the rest stay in the model).
 MODEL_OUTPUTS = {
@@ -46,10 +46,11 @@ class Animal:
 
 
 def prepare(image, box) -> Animal:
-    """Crops one box of a uint8 RGB image [H, W, 3] as AniMer does (see preprocess.py)."""
-    crop, center, size = crop_for_model(image, box)
+    """Crops one box of a uint8 RGB image [H, W, 3] as AniMer's inference does (animax.image.crop)."""
+    center, size = square_box(box)
+    pixels, _ = crop(image, center, size)
     height, width = image.shape[:2]
-    return Animal(crop, np.asarray(box, np.float64), center, float(size), (width, height))
+    return Animal(pixels, np.asarray(box, np.float64), center, float(size), (width, height))
 
 
 def whole_image_box(image):

@@ -26,7 +26,7 @@ from animax.inference.export import remove_stale, write_animal
 from animax.inference.inputs import ImageJob, box_problem
 from animax.inference.overlay import overlay_image
 from animax.inference.predictor import Animal, prepare, whole_image_box
-from animax.inference.preprocess import load_image
+from animax.image.io import load_image
 
 STAGES = ("decode", "preprocess", "model", "export")
 

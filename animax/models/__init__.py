@@ -6,20 +6,31 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from animax.geometry import CROP_SIZE
 from animax.models.pipeline import Pipeline
 from animax.smal import SMALModel, load_smal
 
-INPUT_SIZE = 256
 
-
-def build_model(config, smal=None) -> Pipeline:
+def build_model(config, smal=None, scan_blocks: bool | None = None) -> Pipeline:
     """The pipeline of a config (configs/*.py `get_config()`).
 
     smal: a SMALModel, a SMAL file path, or None for `config.smal` (None there: the stand-in).
+    scan_blocks: overrides `config.model.scan_blocks`. Checkpoints store and inference runs the
+    ViT blocks unrolled (`blocks_{i}`, faster at inference); training configs scan them (one
+    compiled block).
     """
     if not isinstance(smal, SMALModel):
         smal = load_smal(smal if smal is not None else config.get("smal"))
-    return Pipeline(ml_collections.FrozenConfigDict(config.model), smal)
+    model_config = ml_collections.ConfigDict(config.model.to_dict())
+    if scan_blocks is not None:
+        model_config.scan_blocks = scan_blocks
+    return Pipeline(ml_collections.FrozenConfigDict(model_config), smal)
+
+
+def abstract_variables(model: Pipeline, batch: int = 1):
+    """Shapes and dtypes of the pipeline's variables, without computing any."""
+    images = jax.ShapeDtypeStruct((batch, CROP_SIZE, CROP_SIZE, 3), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
 
 
 def init_variables(model: Pipeline, seed: int = 0, batch: int = 1, exclude=()):
@@ -28,7 +39,7 @@ def init_variables(model: Pipeline, seed: int = 0, batch: int = 1, exclude=()):
     exclude: submodule names (e.g. "backbone") left out of the result, so they are never
     materialised (the compiler drops their initialisers).
     """
-    images = jnp.zeros((batch, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
+    images = jnp.zeros((batch, CROP_SIZE, CROP_SIZE, 3), jnp.float32)
 
     def init(rng, body):
         # The body model enters as an argument: closed over, its arrays would become

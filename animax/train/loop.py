@@ -222,7 +222,7 @@ class Trainer:
 
     def export(self, state=None) -> int:
         """WORKDIR/export: merged weights + config.json (animax.load_model reads it)."""
-        from animax.checkpoint import save_model  # the model-checkpoint format lives there
+        from animax.saved_model import save_model  # the model-checkpoint format lives there
 
         if jax.process_count() > 1:
             say("export: skipped in a multi-process run; run `train.py --mode=export` as one process")

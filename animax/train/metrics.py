@@ -1,6 +1,6 @@
 """Validation metrics with AniMer's definitions (amr/utils/evaluate_metric.py).
 
-PCK@t (2D): keypoints in crop pixels ((p + 0.5) * 256); a keypoint hits when its distance
+PCK@t (2D): keypoints in crop pixels ((p + 0.5) * CROP_SIZE); a keypoint hits when its distance
 to the ground truth, divided by sqrt(mask area in pixels), is below t. Per sample, the
 confidence-weighted hit count over the total confidence; averaged over samples. Samples
 without a mask (Horse-10, COCO keypoints) use the area of their labelled keypoints' bounding
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-CROP_PIXELS = 256
+from animax.geometry import CROP_SIZE
+
 PA_MPJPE_ROOT = 7
 
 
@@ -27,13 +28,13 @@ def pck(pred_2d, gt_2d, mask, has_mask, valid, threshold=0.1):
     valid [B]. Returns (pck [B], weight [B]).
     """
     conf = gt_2d[..., 2]
-    dist = jnp.linalg.norm((pred_2d - gt_2d[..., :2]) * CROP_PIXELS, axis=-1)
+    dist = jnp.linalg.norm((pred_2d - gt_2d[..., :2]) * CROP_SIZE, axis=-1)
     mask_area = jnp.sum(mask.reshape(mask.shape[0], -1).astype(jnp.float32), axis=-1)
     labelled = (conf > 0)[..., None]
     low = jnp.min(jnp.where(labelled, gt_2d[..., :2], jnp.inf), axis=1)
     high = jnp.max(jnp.where(labelled, gt_2d[..., :2], -jnp.inf), axis=1)
     # No labelled keypoint: high - low is -inf, clipped to an empty box.
-    box_area = jnp.prod(jnp.clip(high - low, 0.0) * CROP_PIXELS, axis=-1)
+    box_area = jnp.prod(jnp.clip(high - low, 0.0) * CROP_SIZE, axis=-1)
     area = jnp.where(has_mask > 0, mask_area, box_area)
     hits = (dist / jnp.sqrt(jnp.maximum(area, 1.0))[:, None] < threshold).astype(jnp.float32)
     visible = jnp.sum(conf, axis=-1)

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct, traverse_util
 
-from animax.models import INPUT_SIZE, vit
+from animax.geometry import CROP_SIZE
+from animax.models import vit
 from animax.train import lora as lora_lib
 from animax.train import sharding as sharding_lib
 from animax.train.writers import say
@@ -87,7 +88,7 @@ def pretrained_variables(config, variables):
         return variables
     if not path:
         raise ValueError(f"config.init.kind={kind!r} needs config.init.path (a converted checkpoint directory)")
-    from animax.checkpoint import load_model  # the conversion stack is only needed here
+    from animax.saved_model import load_model  # the conversion stack is only needed here
 
     _, loaded = load_model(path)
     params = dict(variables["params"])
@@ -113,7 +114,7 @@ def _init_trainable(model, config, rng, body):
     compiled program as constants.
     """
     init_rng, lora_rng = jax.random.split(rng)
-    images = jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
+    images = jnp.zeros((1, CROP_SIZE, CROP_SIZE, 3), jnp.float32)
     variables = model.clone(body_model=body).init(init_rng, images)
     lora = lora_lib.init_lora(variables["params"], config.lora.rank, lora_rng) if config.trainable == "lora" else {}
     return variables, lora

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from animax.geometry import CROP_SIZE, project_to_crop, weak_cam_to_translation
+from animax.geometry import CROP_SIZE, axis_angle_to_rotmat, project_to_crop, weak_cam_to_translation
 from animax.models.pipeline import BACKBONE_COLUMNS
 from animax.smal import SMALModel, smal_forward
 
@@ -37,13 +37,7 @@ _SIDE_VIEW = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 
 def _rotation(axis_angle):
-    """Rodrigues in numpy. [3] -> [3, 3]."""
-    angle = np.linalg.norm(axis_angle)
-    if angle < 1e-12:
-        return np.eye(3)
-    k = axis_angle / angle
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
+    return axis_angle_to_rotmat(np.asarray(axis_angle, np.float64), xp=np)
 
 
 def joint_sigmas(joint_names) -> np.ndarray:

@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from animax.data import features
-from animax.inference.preprocess import load_image
+from animax.image.io import load_image
 
 
 class BadExample(Exception):

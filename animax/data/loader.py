@@ -40,7 +40,9 @@ from PIL import Image
 from animax.data import features
 from animax.data.augment import Augmentation, AugmentConfig, crop_example, sample_augmentation
 from animax.data.mixture import MixtureSource
-from animax.inference.preprocess import CROP_SIZE, open_rgb
+from animax.geometry import CROP_SIZE
+from animax.image.crop import INFERENCE_BLUR_TRUNCATE, TRAINING_BLUR_TRUNCATE
+from animax.image.io import open_rgb
 
 _FLAGS = ("has_betas", "has_pose", "has_keypoints_3d", "has_mask")
 
@@ -67,7 +69,8 @@ def decode_example(example) -> np.ndarray:
     return np.asarray(image)
 
 
-def prepare_example(example, augmentation=Augmentation(), out_size=CROP_SIZE, truncate=3.0) -> dict:
+def prepare_example(example, augmentation=Augmentation(), out_size=CROP_SIZE,
+                    truncate=INFERENCE_BLUR_TRUNCATE) -> dict:
     """One stored example -> one batch row (see the module docstring for the fields)."""
     out = crop_example(decode_example(example), example, augmentation, out_size, truncate)
     out["betas"] = np.asarray(example["betas"], np.float32)
@@ -78,13 +81,13 @@ def prepare_example(example, augmentation=Augmentation(), out_size=CROP_SIZE, tr
 
 
 class PrepareExample(grain.RandomMapTransform):
-    """grain transform: a (source index, stored example) pair -> a batch row, augmented
-    when `augment` is given (the plain inference crop otherwise)."""
+    """grain transform: a (source index, stored example) pair -> a batch row, augmented with
+    AniMer's training blur radius when `augment` is given, else exactly the inference crop."""
 
-    def __init__(self, augment: AugmentConfig | None, out_size=CROP_SIZE, truncate=3.0):
+    def __init__(self, augment: AugmentConfig | None, out_size=CROP_SIZE):
         self.augment = augment
         self.out_size = out_size
-        self.truncate = truncate
+        self.truncate = TRAINING_BLUR_TRUNCATE if augment else INFERENCE_BLUR_TRUNCATE
 
     def random_map(self, element, rng: np.random.Generator):
         source_index, example = element

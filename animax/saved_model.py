@@ -18,15 +18,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from animax.models import build_model, vit
+from animax.models import abstract_variables, build_model, vit
 from animax.models.pipeline import Pipeline
-from animax.smal import SMALModel, load_smal
 
 CONFIG_FILE = "config.json"
 STATE_DIR = "state"
@@ -81,16 +79,12 @@ def load_model(path, smal=None, dtype=None) -> tuple[Pipeline, dict]:
     Returns (model, variables) with variables = {"params", "batch_stats", "smal"}.
     """
     config, _ = read_config(path)
-    # Inference runs the ViT blocks unrolled, in the stored layout: faster than scanned blocks
-    # (which slice every block's weights out of stacked arrays) for a little more compile time.
-    config.model.scan_blocks = False
     if dtype is not None:
         config.model.dtype = jnp.dtype(dtype).name
-    body = smal if isinstance(smal, SMALModel) else load_smal(smal if smal is not None else config.get("smal"))
-    model = build_model(config, smal=body)
-    images = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32)
-    abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
+    # Inference runs the ViT blocks unrolled, the stored layout.
+    model = build_model(config, smal=smal, scan_blocks=False)
+    abstract = abstract_variables(model)
     target = {k: abstract[k] for k in ("params", "batch_stats") if k in abstract}
     with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
         state = checkpointer.restore(Path(path).absolute() / STATE_DIR, args=ocp.args.StandardRestore(target))
-    return model, {**state, "smal": {"model": body}}
+    return model, {**state, "smal": {"model": model.body_model}}

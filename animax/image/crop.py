@@ -1,64 +1,26 @@
-"""Image -> network input, exactly as AniMer prepares it (one implementation for inference
-and training): square box, Gaussian anti-aliasing when downsampling, an affine bilinear warp
-in OpenCV's pixel convention with a zero border, RGB, ImageNet normalisation.
+"""AniMer's crop: box -> network input, one implementation for training data and inference.
+
+Square box, Gaussian anti-aliasing when downsampling, an affine bilinear warp in OpenCV's
+pixel convention with a zero border, RGB, ImageNet normalisation. `crop` chains them; the
+training augmentation only chooses its arguments (a scaled, shifted, rotated or flipped box,
+a colour gain) and AniMer's training blur radius.
 
 All host-side NumPy: it runs in data-loader workers and before the jitted model.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import scipy.ndimage
-from PIL import Image, ImageOps
 
-CROP_SIZE = 256
+from animax.geometry import CROP_SIZE
+
 IMAGE_MEAN = 255.0 * np.array([0.485, 0.456, 0.406], np.float32)
 IMAGE_STD = 255.0 * np.array([0.229, 0.224, 0.225], np.float32)
-
-
-def load_image(path) -> np.ndarray:
-    """Reads an image file (a path, or a binary file object such as BytesIO of encoded bytes)
-    as uint8 RGB [H, W, 3], EXIF orientation applied.
-
-    Greyscale, palette, RGBA/LA (composited on black, as OpenCV drops alpha), CMYK and
-    16-bit images are converted. Raises ValueError naming the file if it cannot be decoded.
-    """
-    return np.asarray(open_rgb(path))
-
-
-def open_rgb(path) -> Image.Image:
-    """`load_image`'s decoding, as a loaded RGB PIL image (e.g. to attach a mask as alpha
-    without another copy of the pixels)."""
-    is_file_object = hasattr(path, "read")
-    source = path if is_file_object else Path(path)
-    try:
-        with Image.open(source) as im:
-            im.load()
-            # In place: the copying form copies every image, even one without an orientation tag.
-            ImageOps.exif_transpose(im, in_place=True)
-            return _to_rgb(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        name = getattr(path, "name", "image bytes") if is_file_object else source
-        raise ValueError(f"{name}: cannot read image ({e})") from None
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit greyscale: scale the full range down to 8 bits.
-        a = np.asarray(im, np.float64)
-        peak = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-        grey = np.clip(np.round(a / peak * 255.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    if im.mode == "F":
-        grey = np.clip(np.round(np.asarray(im) * 255.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = np.asarray(im.convert("RGBA"), np.float32)
-        return Image.fromarray(np.round(rgba[..., :3] * (rgba[..., 3:] / 255.0)).astype(np.uint8))
-    # The decoded pixels stay with the image object after the `with` closes its file.
-    return im if im.mode == "RGB" else im.convert("RGB")
+# The anti-aliasing blur's radius in sigmas: AniMer's demo crop (skimage `gaussian`'s default)
+# and its training data. Evaluation uses the inference value, so it sees what inference sees.
+INFERENCE_BLUR_TRUNCATE = 4.0
+TRAINING_BLUR_TRUNCATE = 3.0
 
 
 def square_box(box_xyxy):
@@ -101,7 +63,7 @@ def antialias_sigma(size, out_size=CROP_SIZE):
     return (f - 1.0) / 2.0 if f > 1.1 else 0.0
 
 
-def warp_affine(image, src_from_dst, out_size=CROP_SIZE, sigma=0.0, truncate=4.0):
+def warp_affine(image, src_from_dst, out_size=CROP_SIZE, sigma=0.0, truncate=INFERENCE_BLUR_TRUNCATE):
     """Bilinear affine warp with a constant-zero border. image [H, W, C] -> float32 [out, out, C].
 
     src_from_dst: 2x3 matrix from output pixel to source pixel coordinates.
@@ -200,12 +162,14 @@ def normalize(crop, gain=(1.0, 1.0, 1.0)):
     return out.reshape(crop.shape)
 
 
-def crop_for_model(image, box_xyxy, out_size=CROP_SIZE, truncate=4.0):
-    """AniMer's inference crop of one box. image uint8 RGB [H, W, 3], box (x1, y1, x2, y2).
+def crop(image, center, size, *, rotation_deg=0.0, flip=False, gain=(1.0, 1.0, 1.0), out_size=CROP_SIZE,
+         truncate=INFERENCE_BLUR_TRUNCATE):
+    """AniMer's crop of the square box (center [2], size) of `image` uint8 [H, W, C].
 
-    Returns (normalised crop float32 [out, out, 3], box centre [2], box size).
+    rotation_deg, flip: the output turned clockwise / mirrored (`crop_transform`); gain: the
+    per-channel colour gain of `normalize`. C = 4 carries a mask through the same warp and blur.
+    Returns (normalised crop float32 [out, out, C], src_from_dst [2, 3] output -> source pixels).
     """
-    center, size = square_box(box_xyxy)
-    crop = warp_affine(image, crop_transform(center, size, out_size), out_size,
-                       sigma=antialias_sigma(size, out_size), truncate=truncate)
-    return normalize(crop), center, size
+    src_from_dst = crop_transform(center, size, out_size, rotation_deg, flip)
+    pixels = warp_affine(image, src_from_dst, out_size, sigma=antialias_sigma(size, out_size), truncate=truncate)
+    return normalize(pixels, gain), src_from_dst

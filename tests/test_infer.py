@@ -184,7 +184,7 @@ def test_exif_orientation_is_honoured(batch_run):
 
 @pytest.fixture(scope="module")
 def predictor():
-    return Predictor(*random_model(str(infer.DEFAULT_CONFIG)), batch_size=BATCH)
+    return Predictor(*random_model(None), batch_size=BATCH)  # the built-in demo model, as infer.py uses
 
 
 def test_predictor_matches_the_cli_and_maps_to_image_pixels(batch_run, predictor):
@@ -194,7 +194,7 @@ def test_predictor_matches_the_cli_and_maps_to_image_pixels(batch_run, predictor
     assert len(results) == 2
     # The same model and batch size, but these boxes sit in other batch rows than in the CLI's
     # batches: float32 results of the whole pipeline need not be bitwise equal.
-    tol = f32_tol(*pipeline_steps(tiny.get_config().model), sides=2)  # infer.DEFAULT_CONFIG
+    tol = f32_tol(*pipeline_steps(tiny.get_config().model), sides=2)  # the demo model is configs/tiny.py's
     for k, result in enumerate(results):
         folder = batch_run.out / f"multi_{k}"
         for name in ("keypoints2d", "vertices", "cam_t_full", "fused_features"):

@@ -2,7 +2,7 @@
 
 manual_dir is the project folder holding `labeled-data/<video>/CollectedData_<scorer>.csv`
 (see `animax.data.dlc`) and the labelled frames. Body parts are mapped to the SMAL
-keypoints by a keypoint map (default configs/keypoints_horse10.py); the box is the visible
+keypoints by a keypoint map (default animax/data/keypoint_maps/horse10.py); the box is the visible
 keypoints' box grown by `box_margin` on each side.
 
 Splits follow the Horse-10 protocol (Mathis et al., WACV 2021) over the videos, one horse

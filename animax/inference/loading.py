@@ -11,7 +11,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import ml_collections
+
 from animax.models import build_model, init_variables
+from animax.models.config import tiny_model_config
 
 RANDOM_SEED = 0
 
@@ -20,9 +23,20 @@ class ModelLoadError(ValueError):
     """The model cannot be built; the message names the file and the problem."""
 
 
+DEMO_CONFIG_NAME = "tiny (built in)"
+
+
+def demo_config():
+    """The config of the random-weights demo, built into the package (no config file needed)."""
+    return ml_collections.ConfigDict({"name": "tiny", "model": tiny_model_config(), "smal": None})
+
+
 def load_config(path):
     """`get_config()` of a Python config file such as configs/tiny.py; `FILE:VARIANT` calls
-    `get_config(VARIANT)`, as `train.py --config` does (e.g. configs/horse10_finetune.py:tiny)."""
+    `get_config(VARIANT)`, as `train.py --config` does (e.g. configs/horse10_finetune.py:tiny).
+    None: the built-in demo config."""
+    if path is None:
+        return demo_config()
     path, _, variant = str(path).partition(":")
     path = Path(path)
     if not path.is_file():
@@ -47,7 +61,7 @@ def check_files(ckpt=None, smal=None, config=None) -> None:
         raise ModelLoadError(f"{ckpt}: checkpoint folder not found")
     if smal is not None and not Path(smal).is_file():
         raise ModelLoadError(f"{smal}: SMAL file not found")
-    if ckpt is None and config is not None and not Path(config).is_file():
+    if ckpt is None and config is not None and not Path(str(config).partition(":")[0]).is_file():
         raise ModelLoadError(f"{config}: config file not found")
 
 
@@ -55,18 +69,18 @@ def load_model_or_random(ckpt=None, smal=None, config=None, dtype=None):
     """(model, variables, info) from a checkpoint folder, or random weights for a config file.
 
     smal: a SMAL .pkl/.npz file or None (the checkpoint's body model, else the stand-in);
-    config: the config file used without a checkpoint; dtype: compute dtype override.
+    config: the config file used without a checkpoint (None: the built-in demo model);
+    dtype: compute dtype override.
     info is JSON-ready provenance for result.json.
     """
     check_files(ckpt, smal, config)
     if ckpt is not None:
         model, variables, config_name, provenance = _checkpoint_model(ckpt, smal, dtype)
         weights = {"checkpoint": str(ckpt), "weights": "checkpoint", "config": config_name, **provenance}
-    elif config is None:
-        raise ModelLoadError("without a checkpoint, a config file is needed for random weights")
     else:
         model, variables = random_model(config, smal, dtype)
-        weights = {"checkpoint": None, "weights": f"random (seed {RANDOM_SEED})", "config": str(config)}
+        weights = {"checkpoint": None, "weights": f"random (seed {RANDOM_SEED})",
+                   "config": DEMO_CONFIG_NAME if config is None else str(config)}
     return model, variables, {**weights, "dtype": model.model_config.dtype,
                               "body_model": body_model_info(variables, smal)}
 
@@ -84,7 +98,7 @@ def _checkpoint_model(ckpt, smal, dtype):
 
 def random_model(config_path, smal=None, dtype=None):
     """(model, variables) with randomly initialised weights (seed RANDOM_SEED) for a config file."""
-    return _random_model(str(config_path), None if smal is None else str(smal), dtype)
+    return _random_model(None if config_path is None else str(config_path), None if smal is None else str(smal), dtype)
 
 
 # Cached: initialising compiles the whole model, and notebook

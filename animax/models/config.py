@@ -42,3 +42,18 @@ def model_config() -> ml_collections.ConfigDict:
     cls.hidden = 4096               # AniMer's class-token head widths
     cls.features = 256
     return model
+
+
+def tiny_model_config() -> ml_collections.ConfigDict:
+    """AniMer's model shrunk to seconds on a CPU, with the same outputs (ViT-Ti/16, 2 blocks,
+    small heads): the random-weights demo of `infer.py` and configs/tiny.py."""
+    model = model_config()
+    model.variant = "Ti/16"         # width 192, 3 heads
+    model.depth = 2
+    model.drop_path_rate = 0.1
+    model.smal_head.update(dim=64, depth=1, heads=2, dim_head=32, mlp_dim=64)
+    model.head_encoder.widths = (8, 16, 16, 32, 32)
+    model.head_encoder.crop = 64
+    model.fusion.hidden = 128
+    model.class_head.update(hidden=64, features=32)
+    return model

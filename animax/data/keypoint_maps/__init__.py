@@ -1,22 +1,25 @@
 """Keypoint mappings from a dataset's own keypoints to the 26 SMAL keypoints.
 
-A mapping is a config file (`configs/keypoints_<name>.py`) whose `get_config()` gives
-`name`, `keypoints` (the dataset's keypoint names in its own order) and `to_smal` (dataset
-name -> SMAL keypoint name). Names match case-insensitively. SMAL keypoints nothing maps
-to get confidence 0.
+A mapping is a Python file whose `get_config()` gives `name`, `keypoints` (the dataset's
+keypoint names in its own order) and `to_smal` (dataset name -> SMAL keypoint name). The
+built-in ones are the modules of this package (`horse10.py`, `ap10k.py`); a user's own is
+given by its file path. Names match case-insensitively. SMAL keypoints nothing maps to get
+confidence 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
+import pkgutil
 from pathlib import Path
 
 import numpy as np
 
 from animax.smal.constants import KEYPOINT_NAMES
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+BUILT_IN = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,29 +45,32 @@ class KeypointMap:
 
 
 def load_keypoint_map(name_or_path) -> KeypointMap:
-    """A mapping by name (`configs/keypoints_<name>.py`) or by config file path."""
-    path = Path(name_or_path)
-    if path.suffix != ".py":
-        path = CONFIG_DIR / f"keypoints_{name_or_path}.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: keypoint map config not found")
-    spec = importlib.util.spec_from_file_location(f"_keypoint_map_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    """A mapping by built-in name (`horse10`, `ap10k`) or by the path of a mapping file."""
+    if str(name_or_path) in BUILT_IN:
+        source = f"animax.data.keypoint_maps.{name_or_path}"
+        config = importlib.import_module(source).get_config()
+    else:
+        path = Path(name_or_path)
+        if path.suffix != ".py" or not path.is_file():
+            raise FileNotFoundError(f"{path}: keypoint map not found (built-in maps: {', '.join(BUILT_IN)}; "
+                                    f"or a .py file with get_config())")
+        spec = importlib.util.spec_from_file_location(f"_keypoint_map_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        source, config = str(path), module.get_config()
     to_smal = {str(k).lower(): str(v) for k, v in dict(config.to_smal).items()}
     unknown = sorted(set(to_smal.values()) - set(KEYPOINT_NAMES))
     if unknown:
-        raise ValueError(f"{path}: not SMAL keypoint names: {', '.join(unknown)}")
+        raise ValueError(f"{source}: not SMAL keypoint names: {', '.join(unknown)}")
     return KeypointMap(str(config.name), tuple(config.keypoints), to_smal)
 
 
 def find_keypoint_map(names) -> KeypointMap:
-    """The mapping among configs/keypoints_*.py whose keypoint list equals `names`."""
+    """The built-in mapping whose keypoint list equals `names`."""
     wanted = [n.lower() for n in names]
-    for path in sorted(CONFIG_DIR.glob("keypoints_*.py")):
-        mapping = load_keypoint_map(path)
+    for name in BUILT_IN:
+        mapping = load_keypoint_map(name)
         if [n.lower() for n in mapping.keypoints] == wanted:
             return mapping
-    raise ValueError(f"no keypoint map in {CONFIG_DIR} lists these keypoints: {', '.join(names)}; "
-                     "write one (see configs/keypoints_ap10k.py) and pass it as keypoint_map")
+    raise ValueError(f"no built-in keypoint map ({', '.join(BUILT_IN)}) lists these keypoints: {', '.join(names)}; "
+                     "write one (see animax/data/keypoint_maps/ap10k.py) and pass its path as keypoint_map")

@@ -1,0 +1,102 @@
+"""Animal images in; SMAL meshes, keypoints, features and overlays out.
+
+    python infer.py --input examples/standin_quadruped.png --out_dir out/demo
+    python infer.py --input photos/ "more/*.jpg" --boxes boxes.json --ckpt ckpt/animer --out_dir out
+
+Each animal gets OUT/<image stem>/ (OUT/<image stem>_<k>/ when its image has several
+boxes, k = box index), written atomically: vertices.npy (model space), keypoints3d.npy,
+keypoints2d.npy (pixels of the original image), betas.npy, pose.npy [35,3,3], cam.npy,
+cam_t_full.npy, visual_features.npy, head_features.npy, fused_features.npy, mesh.obj (camera
+frame: vertices + cam_t_full), overlay.png (crop | mesh over crop | side view) and result.json.
+
+A broken input costs one line on stderr naming the file; the others are still processed and
+the exit code is 1.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+BOXES_HELP = """JSON file of boxes per image, in pixels of the EXIF-rotated image. Corner boxes:
+{"horse.jpg": [[x1, y1, x2, y2], ...], ...}; COCO boxes: {"format": "xywh", "boxes":
+{"horse.jpg": [[x, y, w, h], ...]}}. Keys are file names or the paths as given; [] = no
+animal; an image missing from the file is a failure."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                        help="image files, folders (their images, not recursive) or quoted globs")
+    parser.add_argument("--out_dir", required=True, help="output folder (created if needed)")
+    parser.add_argument("--ckpt", help="checkpoint folder from convert_weights.py or training "
+                                       "(default: RANDOM weights, for trying the pipeline only)")
+    parser.add_argument("--config", default=None,
+                        help="config file for the random weights used without --ckpt (default: the built-in "
+                             "tiny model of configs/tiny.py); with --ckpt the checkpoint's own config is used")
+    parser.add_argument("--smal", help="SMAL body model .pkl (e.g. my_smpl_00781_4_all.pkl) or .npz "
+                                       "(default: the checkpoint's, else the license-free stand-in quadruped)")
+    boxes = parser.add_mutually_exclusive_group()
+    boxes.add_argument("--bbox", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"),
+                       help="one box (pixel corners) used for every input image")
+    boxes.add_argument("--boxes", metavar="FILE", help=BOXES_HELP)
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="animals per model call; the last batch is padded (default: %(default)s)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"),
+                        help="compute dtype (default: the config's; bfloat16 suits accelerators)")
+    parser.add_argument("--workers", type=int, default=4,
+                        help="threads for decoding and for export (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.workers < 1:
+        parser.error("--batch-size and --workers must be at least 1")
+    return args
+
+
+def error(message):
+    print(f"error: {message}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # The package is imported here so that --help and argument errors answer at once.
+    from animax.inference.inputs import BoxesFileError, expand_inputs, plan_jobs, read_boxes
+    from animax.inference.loading import DEMO_CONFIG_NAME, ModelLoadError, check_files, load_model_or_random
+    from animax.inference.predictor import Predictor
+    from animax.inference.runner import run_inference
+
+    try:
+        check_files(args.ckpt, args.smal, args.config)
+        boxes_by_name = read_boxes(args.boxes) if args.boxes else None
+    except (ModelLoadError, BoxesFileError) as e:
+        error(e)
+        return 1
+    paths, failures = expand_inputs(args.input)
+    jobs, unlisted = plan_jobs(paths, boxes_by_name, args.bbox, args.boxes)
+    failures += unlisted
+    for message in failures:
+        error(message)
+    if not jobs:
+        error("no images to process")
+        return 1
+
+    if args.ckpt is None:
+        name = DEMO_CONFIG_NAME if args.config is None else Path(args.config).name
+        print(f"WARNING: no --ckpt given: RANDOM weights ({name}); the outputs show "
+              "the pipeline runs, not real predictions. Convert weights with convert_weights.py.", file=sys.stderr)
+    try:
+        model, variables, info = load_model_or_random(args.ckpt, args.smal, args.config, args.dtype)
+    except ModelLoadError as e:
+        error(e)
+        return 1
+    if args.smal is None and info["body_model"]["name"] == "standin":
+        print("note: no --smal given, using the license-free stand-in quadruped", file=sys.stderr)
+    predictor = Predictor(model, variables, args.batch_size)
+    print(f"compiled the model for batches of {args.batch_size} in {predictor.compile():.1f} s", file=sys.stderr)
+    faces = variables["smal"]["model"].faces
+    summary = run_inference(predictor, jobs, args.out_dir, faces, info, workers=args.workers)
+    for line in summary.lines():
+        print(line)
+    return 1 if failures or summary.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -87,11 +87,16 @@ def test_checkpoint_file_alone_converts_exactly_with_the_pickled_config(run, tmp
     assert_matches_module(tmp_path / "out", module)
 
 
+def release_folder(folder, ckpt):
+    """AniMer's release layout around a checkpoint: FOLDER/checkpoints/checkpoint.ckpt."""
+    (folder / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpt, folder / "checkpoints" / "checkpoint.ckpt")
+    return folder
+
+
 def test_release_folder_converts_exactly_with_the_hydra_yaml(run, tmp_path, capsys):
     module, run_dir, ckpt = run
-    release = tmp_path / "AniMer"
-    (release / "checkpoints").mkdir(parents=True)
-    shutil.copy(ckpt, release / "checkpoints" / "checkpoint.ckpt")
+    release = release_folder(tmp_path / "AniMer", ckpt)
     shutil.copytree(run_dir / ".hydra", release / ".hydra")
     assert convert_weights.main([str(release), str(tmp_path / "out")]) == 0
     report = capsys.readouterr().out
@@ -104,9 +109,7 @@ def test_release_folder_converts_exactly_with_the_hydra_yaml(run, tmp_path, caps
 
 def test_yaml_and_pickle_disagreeing_is_said_and_the_yaml_wins(run, tmp_path, capsys):
     _, run_dir, ckpt = run
-    release = tmp_path / "AniMer"
-    (release / "checkpoints").mkdir(parents=True)
-    shutil.copy(ckpt, release / "checkpoints" / "checkpoint.ckpt")
+    release = release_folder(tmp_path / "AniMer", ckpt)
     cfg = omegaconf.OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     cfg.TRAIN.BATCH_SIZE = 8
     cfg.MODEL.SMAL_HEAD.IEF_ITERS = 3

@@ -57,9 +57,8 @@ def parse_flags(argv):
 def run():
     """The entry point of `animax-train` and train.py. absl's --help shows the docstring and the
     flags of the program's main module, which here is a wrapper: lend it this module's."""
-    for name in ("config", "workdir", "mode", "stop_after_steps", "coordinator_address", "num_processes",
-                 "process_id"):
-        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+    for flag in FLAGS.get_key_flags_for_module(__name__):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     sys.modules["__main__"].__doc__ = __doc__
     app.run(main, flags_parser=parse_flags)
 

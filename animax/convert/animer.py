@@ -46,6 +46,7 @@ class Report:
     groups: list = dataclasses.field(default_factory=list)      # (top-level key, tensors, bytes, use)
     config_source: str = ""
     notes: list = dataclasses.field(default_factory=list)       # warnings that do not stop the conversion
+                                                                # (a note may hold indented detail lines)
 
     @property
     def problems(self) -> list[str]:
@@ -72,7 +73,7 @@ class Report:
             width = max(len(key) for key, *_ in self.groups) + 2
             lines.append(f"{'top-level entries':<{width}}{'tensors':>8}{'GB':>8}  use")
             lines += [f"{key:<{width}}{n:>8}{nbytes / 1e9:>8.2f}  {use}" for key, n, nbytes, use in self.groups]
-        lines += [f"  note: {n}" if not n.startswith("  ") else f"  {n}" for n in self.notes]
+        lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -138,9 +139,10 @@ def training_config(source: Source, hparams: dict, report) -> dict:
     if pickled:
         diffs = differences(from_yaml, pickled)
         if diffs:
+            shown = diffs[:20] + ([f"... {len(diffs) - 20} more"] if len(diffs) > 20 else [])
             report.notes.append(f"{source.hydra_config} and hyper_parameters.cfg differ at {len(diffs)} key(s); "
-                                f"using the YAML, as AniMer's load_amr does (YAML vs checkpoint):")
-            report.notes += [f"  {d}" for d in diffs[:20]] + ([f"  ... {len(diffs) - 20} more"] if len(diffs) > 20 else [])
+                                f"using the YAML, as AniMer's load_amr does (YAML vs checkpoint):"
+                                + "".join(f"\n    {d}" for d in shown))
     return from_yaml
 
 

@@ -2,9 +2,9 @@
 
 The crop is `animax.image.crop.crop` (square box, anti-aliasing blur, OpenCV-convention
 bilinear warp, ImageNet normalisation), the one inference calls too: a plain `Augmentation()`
-with the inference blur radius gives exactly the inference pixels. Augmentation jitters that crop the way AniMer's `get_example` / `do_augmentation`
-do: scale, in-plane rotation, translation of the box, per-channel colour gain, and an
-optional horizontal flip. Every annotation follows the warp exactly: 2D keypoints through
+with the inference blur radius gives exactly the inference pixels. Augmentation jitters that
+crop the way AniMer's `get_example` / `do_augmentation` do: scale, in-plane rotation,
+translation of the box, per-channel colour gain, and an optional horizontal flip. Every annotation follows the warp exactly: 2D keypoints through
 the same affine map, 3D keypoints and the global orientation through the matching camera-
 frame map (a rotation about the optical axis, times the x flip), and a flip also mirrors
 the animal (left/right keypoints and joints swap, see `animax.data.mirror`).

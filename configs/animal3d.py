@@ -27,6 +27,8 @@ def get_config():
     data.eval_examples = placeholder(int)  # evaluate on the first N held-out examples (unset: the whole split)
     data.augment = True                 # AniMer's augmentation (scale 0.3, rot 30 deg @0.6, trans 0.02 @0.5, colour 0.2)
     data.gt_fraction = 1.0              # synthetic_inline only: share of examples with SMAL parameter GT
+    data.train_examples = placeholder(int)  # synthetic_inline only: train on examples 0..N-1 over and over
+                                        # (the overfitting probe of docs/training.md); unset: always new ones
     data.worker_count = 4               # grain worker processes per host (0 = in-process)
     data.prefetch = 2                   # training batches made ahead on a background thread (0 = none)
 

@@ -183,9 +183,11 @@ def test_synthetic_quadruped_is_deterministic_with_exact_labels(tmp_path):
         mask = np.asarray(Image.open(io.BytesIO(example["mask"]))) > 0
         inside = [mask[int(round(y)), int(round(x))] for x, y in projected[visible]]
         assert np.mean(inside) > 0.8                     # keypoints lie on the rendered body
+        # The stored box is the scene's detector box: it holds most of the animal (scenes.py cuts
+        # at most 35% of one side).
         x1, y1, x2, y2 = example["bbox"]
         rows, cols = np.nonzero(mask)
-        assert (x1, y1, x2, y2) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+        assert np.mean((cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2)) > 0.6
 
 
 def test_synthetic_quadruped_poses_near_the_prior(tmp_path):

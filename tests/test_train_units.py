@@ -10,7 +10,6 @@ from scipy.spatial.transform import Rotation
 
 from animax.train import losses, lora, metrics, optim
 from animax.train.sharding import fsdp_spec
-from animax.train.synthetic import SyntheticQuadrupeds
 from configs import synthetic_tiny
 from nn_reference import U, f32_tol
 
@@ -159,40 +158,6 @@ def test_fsdp_splits_the_largest_divisible_axis():
     assert fsdp_spec((1280,), 4, nbytes=5120, min_bytes=4 * 2**20) == jax.sharding.PartitionSpec()
     assert fsdp_spec((1280, 3840), 4, nbytes=4 * 1280 * 3840, min_bytes=4 * 2**20) == jax.sharding.PartitionSpec(
         None, "fsdp")
-
-
-def test_synthetic_source_is_deterministic_and_resumable():
-    from animax.smal import load_smal
-
-    body = load_smal(None)
-    a = SyntheticQuadrupeds(body, 2, seed=5)
-    next(a)
-    state = a.get_state()
-    second = next(a)
-    b = SyntheticQuadrupeds(body, 2, seed=5)
-    b.set_state(state)
-    resumed = next(b)
-    for key in second:
-        np.testing.assert_array_equal(second[key], resumed[key])
-    assert second["image"].shape == (2, 256, 256, 3) and second["pose"].shape == (2, 35, 3, 3)
-    visible = second["keypoints_2d"][..., 2] > 0
-    assert np.all(np.abs(second["keypoints_2d"][..., :2][visible]) <= 0.5)
-
-
-def test_synthetic_bodies_are_framed_inside_the_network_view():
-    """Like a detector crop: every body's box is centred and fills 70-85% of the centre 192 x 256
-    pixels along its limiting side (up to the splat radius), nothing outside them."""
-    from animax.smal import load_smal
-
-    batch = SyntheticQuadrupeds(load_smal(None), 16, seed=3).examples(range(16))
-    mask = batch["mask"]
-    assert mask[:, :, :32].sum() == 0 and mask[:, :, -32:].sum() == 0
-    for m in mask:
-        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-        # The framing jitter (0.05 body units) moves the box by at most s x 0.05 / 2 x 256 <= 6.4 px.
-        assert abs((cols[0] + cols[-1]) / 2 - 127.5) < 9 and abs((rows[0] + rows[-1]) / 2 - 127.5) < 9
-        fill = max((cols[-1] - cols[0] + 1) / 192, (rows[-1] - rows[0] + 1) / 256)
-        assert 0.7 <= fill <= 0.85 + 8 / 192     # + splat radius and rounding on both sides
 
 
 class _Counter:

@@ -134,11 +134,12 @@ def vertex_normals(vertices, faces):
     return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
-def shade(raster: Rasterized, vertices, faces, color=MESH_COLOR):
+def shade(raster: Rasterized, vertices, faces, color=MESH_COLOR, light=LIGHT_DIRECTION, ambient=AMBIENT):
     """Lambert shading of the visible surface: float RGB [H, W, 3] in 0..1 (0 on background).
 
-    Normals are interpolated from the vertices and turned towards the camera, so the shading
-    does not depend on the mesh's face orientation.
+    color: one RGB [3], or one per vertex [V, 3] (interpolated); light: unit direction
+    towards the light in the camera frame. Normals are interpolated from the vertices and
+    turned towards the camera, so the shading does not depend on the mesh's face orientation.
     """
     faces = np.asarray(faces, np.int64)
     mask = raster.mask
@@ -148,9 +149,12 @@ def shade(raster: Rasterized, vertices, faces, color=MESH_COLOR):
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
     # The camera looks down +z: a normal facing it has negative z.
     n *= np.where(n[:, 2:] > 0, -1.0, 1.0)
-    lambert = np.clip(n @ LIGHT_DIRECTION, 0.0, 1.0)
+    lambert = np.clip(n @ np.asarray(light), 0.0, 1.0)
+    color = np.asarray(color, np.float64)
+    if color.ndim == 2:
+        color = np.einsum("nk,nkc->nc", raster.barycentric[mask], color[visible])
     out = np.zeros(mask.shape + (3,))
-    out[mask] = (AMBIENT + (1.0 - AMBIENT) * lambert)[:, None] * np.asarray(color)
+    out[mask] = (ambient + (1.0 - ambient) * lambert)[:, None] * color
     return out
 
 

@@ -51,7 +51,9 @@ def tiny_model_config() -> ml_collections.ConfigDict:
     model.variant = "Ti/16"         # width 192, 3 heads
     model.depth = 2
     model.drop_path_rate = 0.1
-    model.smal_head.update(dim=64, depth=1, heads=2, dim_head=32, mlp_dim=64)
+    # The head's token width bounds the rank of its readout: 64 could not carry the ~150 degrees
+    # of freedom of pose, shape and camera (it did not even fit 64 examples; docs/training.md).
+    model.smal_head.update(dim=256, depth=1, heads=2, dim_head=32, mlp_dim=64)
     model.head_encoder.widths = (8, 16, 16, 32, 32)
     model.head_encoder.crop = 64
     model.fusion.hidden = 128

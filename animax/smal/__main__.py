@@ -6,19 +6,8 @@ import sys
 import numpy as np
 
 from animax.geometry import axis_angle_to_rotmat
-from animax.smal import JOINT_NAMES, load_smal, save_obj, smal_forward
-
-
-def walking_pose(num_joints=35):
-    """Local axis-angles of a mid-stride walk: legs swing about the lateral (y) axis, the tail
-    droops, the head dips (signs for the stand-in's frame: x forward, y left, z up)."""
-    aa = np.zeros((num_joints, 3), np.float32)
-    swing = {"LLeg1": 0.35, "RLeg1": -0.35, "LLegBack1": -0.35, "RLegBack1": 0.35,
-             "LLeg2": -0.3, "RLeg2": 0.2, "LLegBack2": 0.3, "RLegBack2": -0.2,
-             "Neck": 0.15, "Tail1": -0.4, "Tail2": -0.15, "Tail3": -0.15}
-    for name, angle in swing.items():
-        aa[JOINT_NAMES.index(name), 1] = angle
-    return aa
+from animax.smal import load_smal, save_obj, smal_forward
+from animax.smal.standin import walking_pose
 
 
 def main(argv=None):

@@ -502,3 +502,15 @@ def build_standin(num_betas: int = 41) -> dict:
         joint_names=JOINT_NAMES,
         parents=np.array(PARENTS, np.int64),
     )
+
+
+def walking_pose(num_joints=35):
+    """Local axis-angles of a mid-stride walk: legs swing about the lateral (y) axis, the tail
+    droops, the head dips (signs for the stand-in's frame: x forward, y left, z up)."""
+    aa = np.zeros((num_joints, 3), np.float32)
+    swing = {"LLeg1": 0.35, "RLeg1": -0.35, "LLegBack1": -0.35, "RLegBack1": 0.35,
+             "LLeg2": -0.3, "RLeg2": 0.2, "LLegBack2": 0.3, "RLegBack2": -0.2,
+             "Neck": 0.15, "Tail1": -0.4, "Tail2": -0.15, "Tail3": -0.15}
+    for name, angle in swing.items():
+        aa[JOINT_NAMES.index(name), 1] = angle
+    return aa

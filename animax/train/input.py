@@ -19,8 +19,6 @@ from animax.train.synthetic import SyntheticQuadrupeds
 TRAIN_KEYS = ("image", "keypoints_2d", "keypoints_3d", "betas", "pose", "has_betas", "has_pose", "family")
 EVAL_KEYS = ("image", "keypoints_2d", "keypoints_3d", "mask", "has_mask", "valid")
 INLINE = "synthetic_inline"
-# Held-out synthetic examples come from another seed than the training stream.
-_EVAL_SEED_OFFSET = 10_000
 
 
 def per_process(global_size: int) -> int:
@@ -37,7 +35,8 @@ def train_source(config, body: SMALModel):
     local = per_process(config.batch_size)
     if config.data.name == INLINE:
         source = SyntheticQuadrupeds(body, local, seed=config.seed, shard_index=jax.process_index(),
-                                     shard_count=jax.process_count(), gt_fraction=config.data.gt_fraction)
+                                     shard_count=jax.process_count(), gt_fraction=config.data.gt_fraction,
+                                     num_examples=config.data.get("train_examples"))
     else:
         source = _dataset_source(config, split=config.data.train_split, batch_size=local, train=True)
     return Prefetch(source, config.data.prefetch) if config.data.prefetch else source
@@ -56,7 +55,7 @@ def eval_batches(config, body: SMALModel):
         if config.data.eval_examples is None:
             raise ValueError("synthetic_inline needs config.data.eval_examples (its held-out set is generated)")
         num_batches = -(-config.data.eval_examples // config.eval_batch_size)
-        source = SyntheticQuadrupeds(body, local, seed=config.seed + _EVAL_SEED_OFFSET,
+        source = SyntheticQuadrupeds(body, local, seed=config.seed, split="test",
                                      shard_index=jax.process_index(), shard_count=jax.process_count(),
                                      num_batches=num_batches)
     else:

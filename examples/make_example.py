@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from animax.data import scenes
+from animax.geometry import full_image_focal_length
 from animax.smal import load_smal
 from animax.smal.standin import walking_pose
 
@@ -27,8 +28,8 @@ FUR = np.array([0.62, 0.44, 0.30])
 def example_scene(body) -> scenes.Scene:
     """The example: the mean shape walking, facing +x, seen from the front right, the whole
     picture as its box (what infer.py uses without boxes)."""
-    camera = scenes.Camera(CAMERA, scenes.look_at(CAMERA, TARGET), scenes.full_image_focal(WIDTH, HEIGHT),
-                           (WIDTH / 2, HEIGHT / 2), WIDTH, HEIGHT)
+    focal = float(full_image_focal_length(np.array([WIDTH, HEIGHT])))
+    camera = scenes.Camera(CAMERA, scenes.look_at(CAMERA, TARGET), focal, (WIDTH / 2, HEIGHT / 2), WIDTH, HEIGHT)
     return scenes.Scene(betas=np.zeros(body.num_betas), pose=walking_pose(body.num_joints).astype(np.float64),
                         offset=np.zeros(3), camera=camera, look=scenes.Look(fur=tuple(FUR)),
                         box=np.array([0.0, 0.0, WIDTH, HEIGHT]))

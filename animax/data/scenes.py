@@ -35,7 +35,7 @@ import dataclasses
 
 import numpy as np
 
-from animax.geometry import CROP_SIZE, FOCAL_LENGTH, axis_angle_to_rotmat, rotmat_to_axis_angle
+from animax.geometry import CROP_SIZE, axis_angle_to_rotmat, full_image_focal_length, rotmat_to_axis_angle
 from animax.image.crop import normalize, square_box
 from animax.image.raster import AMBIENT, LIGHT_DIRECTION, project, rasterize, shade
 from animax.smal import SMALModel, smal_forward
@@ -153,11 +153,6 @@ def look_at(position, target, roll=0.0) -> np.ndarray:
     down = np.cross(forward, right)
     c, s = np.cos(roll), np.sin(roll)
     return np.stack([c * right + s * down, c * down - s * right, forward])
-
-
-def full_image_focal(width, height) -> float:
-    """AniMer's focal length for a whole picture: FOCAL_LENGTH / CROP_SIZE x its longer side."""
-    return FOCAL_LENGTH / CROP_SIZE * max(width, height)
 
 
 @dataclasses.dataclass
@@ -322,7 +317,7 @@ class SceneSampler:
         """Looks at the body from 0-25 degrees above, from a distance at which it spans 25-75%
         of the picture's longer side, placed anywhere in the picture."""
         width, height = self.image_size
-        focal = full_image_focal(width, height)
+        focal = float(full_image_focal_length(np.array([width, height])))
         centre = (vertices.min(0) + vertices.max(0)) / 2
         radius = np.max(np.linalg.norm(vertices - centre, axis=1))
         span = rng.uniform(0.25, 0.75)

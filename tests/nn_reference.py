@@ -57,17 +57,29 @@ def lbs_steps(num_betas=41, joints_per_vertex=35, chain_depth=10):
     return (num_betas, 1, 306, 1, *(3, 3) * chain_depth, 3, joints_per_vertex, 3, 1, 1)
 
 
+def backbone_steps(model, tokens=193):
+    """f32_error steps of the ViT (model = config.model) to its feature map: patch embedding and
+    position, `depth` blocks, the final LayerNorm."""
+    v = {**vit.decode_variant(model.variant), "depth": model.depth}
+    width = v["width"]
+    return (16 * 16 * 3, 1, *vit_block_steps(width, v["num_heads"], v["mlp_dim"], tokens) * v["depth"],
+            width, width, 1)
+
+
+def head_steps(model, tokens=193):
+    """f32_error steps of backbone_steps and then the SMAL head's token, decoder layers over the
+    feature map and readouts, once per IEF iteration: its betas, cam and pose_6d."""
+    width, head = vit.decode_variant(model.variant)["width"], model.smal_head
+    layer = decoder_layer_steps(head.dim, head.heads, head.dim_head, head.mlp_dim, 1, tokens - 1, width)
+    return (*backbone_steps(model, tokens), 1, 1, *layer * head.depth, head.dim, *(1,) * head.ief_iters)
+
+
 def pipeline_steps(model, tokens=193):
     """f32_error steps of build_model(config) (model = config.model) through its longest path, to the
     fused features: ViT, SMAL head and readouts, LBS and projection, the head crop's conv stages
     (3 x 3 x channels terms, GroupNorm), pooling and projection, and the fusion MLP."""
-    v = {**vit.decode_variant(model.variant), "depth": model.depth}
-    width, head, enc = v["width"], model.smal_head, model.head_encoder
-    steps = [16 * 16 * 3, 1, *vit_block_steps(width, v["num_heads"], v["mlp_dim"], tokens) * v["depth"],
-             width, width, 1]
-    steps += [1, 1, *decoder_layer_steps(head.dim, head.heads, head.dim_head, head.mlp_dim, 1, tokens - 1, width)
-              * head.depth, head.dim, *(1,) * head.ief_iters]
-    steps += [*lbs_steps(), 3, 1]
+    width, enc = vit.decode_variant(model.variant)["width"], model.head_encoder
+    steps = [*head_steps(model, tokens), *lbs_steps(), 3, 1]
     channels, side = (3, *enc.widths), enc.crop
     for c_in, c_out in itertools.pairwise(channels):
         side //= 2  # stride 2; GroupNorm's statistics sum over the side^2 pixels of 4-channel groups
@@ -75,6 +87,26 @@ def pipeline_steps(model, tokens=193):
     steps += [side**2, enc.widths[-1], 1]
     features = width + enc.features + 41 + 35 * 9 + 3
     return (*steps, features, features, 1, features, 1, model.fusion.hidden)
+
+
+def assert_matches_animer(out, ref, model, keys=("feature_map", "cls_token", "betas", "pose", "cam")):
+    """A converted model's outputs `out` against AniMer's float32 PyTorch forward `ref` (NumPy,
+    channels last, with the raw 6D pose as "pose_6d"), each within the two-sided float32 bound of its own path (model = config.model):
+    the ViT's for its features, the head's for betas and cam, and per joint through rot6d's
+    Gram-Schmidt for pose (and LBS after it for vertices): a nearly degenerate 6D vector amplifies
+    the head's rounding, which is why one fixed tolerance fits one CPU's kernels and not another's."""
+    if "pose" in keys or "vertices" in keys:
+        six_d = np.asarray(ref["pose_6d"], np.float64).reshape(-1, 35, 6)
+        pose_tol = rot6d_tol(six_d, f32_error(*head_steps(model)), scale=np.abs(six_d).max(), sides=2)
+    for key in keys:
+        if key in ("feature_map", "cls_token"):
+            assert rel_err(out[key], ref[key]) < f32_tol(*backbone_steps(model), sides=2), key
+        elif key == "pose":
+            assert_within(out[key], ref[key], pose_tol, key)
+        elif key == "vertices":  # pose errors through LBS (rotations act on O(1) offsets)
+            assert rel_err(out[key], ref[key]) < f32_tol(*lbs_steps(), sides=2) + pose_tol.max(), key
+        else:
+            assert rel_err(out[key], ref[key]) < f32_tol(*head_steps(model), sides=2), key
 
 
 def rot6d_condition(x, scale=None):

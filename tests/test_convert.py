@@ -18,6 +18,8 @@ import torch
 
 import convert_weights
 from animax import load_model, load_smal
+from animax.saved_model import read_config
+from nn_reference import assert_matches_animer
 from torch_reference import (random_state, register_tensors, torch_class_head_shapes, torch_head,
                              torch_head_shapes, torch_vit, torch_vit_shapes)
 
@@ -81,11 +83,6 @@ def _images(batch=2, seed=0):
     return np.random.default_rng(seed).normal(size=(batch, 256, 256, 3)).astype(np.float32)
 
 
-def rel_err(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.abs(a - b).max() / np.abs(b).max()
-
-
 def torch_pipeline(sd, images, body):
     """AniMer's forward from the state dict: backbone on the centre columns, head, SMAL (smplx lbs)."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2)[:, :, :, 32:-32]
@@ -105,8 +102,8 @@ def test_lightning_checkpoint_matches_pytorch_forward(converted):
     out = jax.jit(model.apply)(variables, jnp.asarray(images))
     with torch.no_grad():
         ref = torch_pipeline(sd, images, load_smal())
-    for key in ("feature_map", "cls_token", "betas", "pose", "cam", "vertices"):
-        assert rel_err(out[key], ref[key].numpy()) < 1e-5, key
+    assert_matches_animer(out, {k: v.numpy() for k, v in ref.items()}, read_config(tmp / "animax_ckpt")[0].model,
+                          ("feature_map", "cls_token", "betas", "pose", "cam", "vertices"))
 
 
 def test_config_and_report_read_off_the_tensors(converted, capsys):
@@ -166,8 +163,8 @@ def test_vitpose_backbone_converts_with_animer_cls_init(tmp_path, capsys):
     with torch.no_grad():
         fmap, tok = torch_vit(sd, torch.from_numpy(images).permute(0, 3, 1, 2)[:, :, :, 32:-32], HEADS, DEPTH,
                               prefix="backbone.")
-    assert rel_err(out["feature_map"], fmap.permute(0, 2, 3, 1).numpy()) < 1e-5
-    assert rel_err(out["cls_token"], tok.numpy()) < 1e-5
+    assert_matches_animer(out, {"feature_map": fmap.permute(0, 2, 3, 1).numpy(), "cls_token": tok.numpy()},
+                          read_config(tmp_path / "out")[0].model, ("feature_map", "cls_token"))
 
 
 def test_missing_and_mismatched_keys_fail_with_the_documented_messages(tmp_path, capsys):
@@ -232,7 +229,6 @@ def test_full_size_vith_conversion_matches_pytorch(tmp_path):
         x = torch.from_numpy(images).permute(0, 3, 1, 2)[:, :, :, 32:-32]
         fmap, cls = torch_vit(sd, x, 16, 32, prefix="backbone.")
         ref = torch_head(sd, fmap, 6, 8, prefix="smal_head.")
-    assert rel_err(out["feature_map"], fmap.permute(0, 2, 3, 1).numpy()) < 1e-5
-    assert rel_err(out["cls_token"], cls.numpy()) < 1e-5
-    for key in ("betas", "pose", "cam"):
-        assert rel_err(out[key], ref[key].numpy()) < 1e-5, key
+    ref = {"feature_map": fmap.permute(0, 2, 3, 1).numpy(), "cls_token": cls.numpy(),
+           **{k: v.numpy() for k, v in ref.items()}}
+    assert_matches_animer(out, ref, read_config(tmp_path / "out")[0].model)

@@ -19,14 +19,9 @@ import animer_lightning as al
 import convert_weights
 from animax import load_model
 from animax.convert.torch_reader import LazyTensor, read_torch_checkpoint
-from nn_reference import rel_err
+from animax.saved_model import read_config
+from nn_reference import assert_matches_animer
 
-# The conversion's contract: AniMer's outputs to 1e-5 of each output's largest value. Here (ViT-Ti,
-# 2 blocks, 2-layer head: contractions of K <= 768) float32 against float32 torch measures <= 8.3e-7,
-# a 12x margin. nn_reference's error model, pessimistic by design (sqrt(K) U added over all ~150
-# steps, against measured 0.1-0.5 sqrt(K) U per matmul), would allow 1e-4 for the two sides: the
-# bound here is the contract, which measured rounding meets with room on any CPU's kernels.
-RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +43,8 @@ def assert_matches_module(out_dir, module):
     out = jax.jit(model.apply)(variables, jnp.asarray(images))
     with torch.no_grad():
         ref = module(torch.from_numpy(images).permute(0, 3, 1, 2))
-    for key in ("feature_map", "cls_token", "betas", "pose", "cam"):
-        want = ref[key].permute(0, 2, 3, 1) if key == "feature_map" else ref[key]
-        assert rel_err(out[key], want.numpy()) < RTOL, key
+    ref = {k: (v.permute(0, 2, 3, 1) if k == "feature_map" else v).numpy() for k, v in ref.items()}
+    assert_matches_animer(out, ref, read_config(out_dir)[0].model)
 
 
 def test_real_checkpoint_holds_what_animer_training_writes(run):

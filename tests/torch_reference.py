@@ -93,7 +93,7 @@ def torch_head(sd, feature_map, depth, heads, prefix=""):
     b1 = F.normalize(a[:, :, 0])
     b2 = F.normalize(a[:, :, 1] - (b1 * a[:, :, 1]).sum(-1, keepdim=True) * b1)
     rotmat = torch.stack([b1, b2, torch.cross(b1, b2, dim=-1)], dim=-1).reshape(b, 35, 3, 3)
-    return {"pose": rotmat, "betas": betas, "cam": cam}
+    return {"pose": rotmat, "pose_6d": pose, "betas": betas, "cam": cam}
 
 
 def torch_head_shapes(dim, depth, heads, dim_head, mlp_dim, context_dim):

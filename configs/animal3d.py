@@ -29,6 +29,7 @@ def get_config():
     data.gt_fraction = 1.0              # synthetic_inline only: share of examples with SMAL parameter GT
     data.train_examples = placeholder(int)  # synthetic_inline only: train on examples 0..N-1 over and over
                                         # (the overfitting probe of docs/training.md); unset: always new ones
+    data.max_yaw_degrees = 180.0        # synthetic_inline only: headings within this of side-on (>= 90: any)
     data.worker_count = 4               # grain worker processes per host (0 = in-process)
     data.prefetch = 2                   # training batches made ahead on a background thread (0 = none)
 
@@ -90,6 +91,7 @@ def get_config():
     weights.keypoints_3d = 0.05         # AniMer
     weights.keypoints_2d = 0.01         # AniMer
     weights.global_orient = 0.001       # AniMer: rotation-matrix MSE of the root joint (has_pose samples)
+    weights.global_orient_6d = 0.0      # animax: the root's raw 6D output (no 180-degree saddle; losses.py)
     weights.pose = 0.001                # AniMer: rotation-matrix MSE of joints 1..34 (has_pose samples)
     weights.betas = 0.0005              # AniMer: shape MSE (has_betas samples)
     weights.shape_prior = 0.0005        # AniMer (its betas weight): family shape prior, samples without shape GT

@@ -38,6 +38,7 @@ def get_config():
     weights = config.loss.weights
     weights.keypoints_2d = 0.1
     weights.global_orient = 1.0
+    weights.global_orient_6d = 1.0       # the heading flips through zero, past the matrix loss's saddle
     weights.pose = 0.1
     weights.betas = 0.01
     weights.betas_l2 = 1e-4

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import jax
 import numpy as np
 import pytest
 import trimesh
@@ -389,3 +390,27 @@ def test_overlay_shows_mesh_where_vertices_project():
     assert not (changed & ~within(6)).any()
     side_panel = picture[:, 512:]
     assert (side_panel != overlay.BACKGROUND).any(-1).mean() > 0.05
+
+
+def test_without_ckpt_the_shipped_model_is_the_default(tmp_path, monkeypatch):
+    """No --ckpt: the model folder at SHIPPED_MODEL when there is one, random weights when asked
+    for (random_weights, or a config file), or when none is shipped."""
+    from animax.inference import loading
+    from animax.saved_model import save_model
+
+    model, variables = random_model(None)
+    shipped = {"params": jax.tree.map(lambda x: x + 1.0, variables["params"]), "batch_stats": variables["batch_stats"]}
+    config = loading.demo_config()
+    save_model(tmp_path / "shipped", config, shipped)
+    monkeypatch.setattr(loading, "SHIPPED_MODEL", tmp_path / "shipped")
+
+    _, loaded, info = loading.load_model_or_random()
+    assert info["weights"] == loading.SHIPPED_MODEL_NAME and info["checkpoint"] is None
+    path, leaf = next(iter(jax.tree_util.tree_leaves_with_path(loaded["params"])))
+    np.testing.assert_array_equal(leaf, jax.tree_util.tree_leaves(shipped["params"])[0], err_msg=str(path))
+    for kwargs in ({"random_weights": True}, {"config": "configs/tiny.py"}):
+        assert loading.uses_random_weights(**kwargs)
+        _, random_variables, info = loading.load_model_or_random(**kwargs)
+        assert info["weights"].startswith("random"), kwargs
+    monkeypatch.setattr(loading, "SHIPPED_MODEL", tmp_path / "absent")
+    assert loading.uses_random_weights() and loading.load_model_or_random()[2]["weights"].startswith("random")

@@ -99,6 +99,20 @@ def test_scenes_are_reproducible_and_splits_differ(body):
     np.testing.assert_array_equal(a.family_betas, scenes.SceneSampler(body, seed=4).family_betas)
 
 
+def test_headings_stay_within_max_yaw_of_side_on(body):
+    """max_yaw keeps the body within that angle of facing right (heading 0) or left (pi), both
+    sides drawn; from 90 degrees on, any heading, with the very draws of the default sampler."""
+    limited = scenes.SceneSampler(body, seed=3, max_yaw=np.radians(30.0))
+    headings = np.array([limited._pose(np.random.default_rng(i))[0, 2] for i in range(200)])
+    from_side = np.abs((headings + np.pi / 2) % np.pi - np.pi / 2)   # distance to 0 or pi
+    assert from_side.max() <= np.radians(30.0) + 1e-12 and from_side.max() > np.radians(25.0)
+    facing_right = np.cos(headings) > 0
+    assert 0.35 < facing_right.mean() < 0.65
+    wide, default = scenes.SceneSampler(body, seed=3, max_yaw=np.pi / 2), scenes.SceneSampler(body, seed=3)
+    np.testing.assert_array_equal(wide.scene("train", 5).pose, default.scene("train", 5).pose)
+    assert np.ptp([default._pose(np.random.default_rng(i))[0, 2] for i in range(200)]) > np.radians(340.0)
+
+
 def test_boxes_frame_the_animal_like_a_detector(body, sampler):
     """Over many scenes: the box holds most of the animal (all of it unless cut), grown by at
     most 2x (plus jitter), and some boxes cut part of it off."""

@@ -36,6 +36,29 @@ def test_parameter_losses_count_only_samples_with_ground_truth():
     assert losses.masked_mean(jnp.array([2.0]), jnp.array([0.0])) == 0.0
 
 
+def test_the_raw_6d_root_loss_has_no_saddle_where_the_matrix_loss_does():
+    """Predicted facing right (identity), truth facing left (180 degrees about up): the matrix
+    loss is at its maximum, 8, yet gives the raw 6D output no gradient (Gram-Schmidt keeps only a
+    radial one, which normalisation removes); the 6D loss's gradient is x0 - gt (x2)."""
+    from animax.geometry import rot6d_to_rotmat
+    right = jnp.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])               # columns 1, 2 of the identity
+    left = jnp.asarray(Rotation.from_euler("z", 180, degrees=True).as_matrix(), jnp.float32)[None, None]
+
+    def terms(six_d):
+        outputs = {"pose": rot6d_to_rotmat(six_d.reshape(1, 1, 6)), "pose_6d_iters": six_d.reshape(1, 1, 6)}
+        error = lambda key, gt: losses.masked_squared_error(outputs[key], gt, jnp.ones(1))  # noqa: E731
+        return (error("pose", left),
+                losses.masked_squared_error(outputs["pose_6d_iters"][-1], jnp.concatenate(
+                    [left[:, 0, :, 0], left[:, 0, :, 1]], -1), jnp.ones(1)))
+
+    matrix_loss, six_d_loss = terms(right)
+    np.testing.assert_allclose(matrix_loss, 8.0, rtol=4 * U)
+    np.testing.assert_allclose(jax.grad(lambda x: terms(x)[0])(right), 0.0, atol=16 * U)
+    np.testing.assert_allclose(jax.grad(lambda x: terms(x)[1])(right), 2 * (right - jnp.array(
+        [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0])), atol=16 * U)
+    assert six_d_loss == 8.0
+
+
 def _supcon_reference(features, labels, temperature=0.1, base_temperature=0.07):
     """AniMer's SupConLoss (two identical views, 'all' anchors), in float64 numpy."""
     f = np.concatenate([features, features]).astype(np.float64)

@@ -28,10 +28,12 @@ def parse_args(argv=None):
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
                         help="image files, folders (their images, not recursive) or quoted globs")
     parser.add_argument("--out_dir", required=True, help="output folder (created if needed)")
-    parser.add_argument("--ckpt", help="checkpoint folder from convert_weights.py or training "
-                                       "(default: RANDOM weights, for trying the pipeline only)")
+    parser.add_argument("--ckpt", help="checkpoint folder from convert_weights.py or training (default: the "
+                                       "shipped demo model, trained on synthetic renders of the stand-in only)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="without --ckpt: random weights instead of the shipped model (for trying the pipeline)")
     parser.add_argument("--config", default=None,
-                        help="config file for the random weights used without --ckpt (default: the built-in "
+                        help="config file of the random weights (implies --random-weights; default: the built-in "
                              "tiny model of configs/tiny.py); with --ckpt the checkpoint's own config is used")
     parser.add_argument("--smal", help="SMAL body model .pkl (e.g. my_smpl_00781_4_all.pkl) or .npz "
                                        "(default: the checkpoint's, else the license-free stand-in quadruped)")
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # The package is imported here so that --help and argument errors answer at once.
     from animax.inference.inputs import BoxesFileError, expand_inputs, plan_jobs, read_boxes
-    from animax.inference.loading import DEMO_CONFIG_NAME, ModelLoadError, check_files, load_model_or_random
+    from animax.inference.loading import (DEMO_CONFIG_NAME, SHIPPED_MODEL_NAME, ModelLoadError, check_files,
+                                          load_model_or_random, uses_random_weights)
     from animax.inference.predictor import Predictor
     from animax.inference.runner import run_inference
 
@@ -78,12 +81,15 @@ def main(argv=None) -> int:
         error("no images to process")
         return 1
 
-    if args.ckpt is None:
+    if uses_random_weights(args.ckpt, args.config, args.random_weights):
         name = DEMO_CONFIG_NAME if args.config is None else Path(args.config).name
-        print(f"WARNING: no --ckpt given: RANDOM weights ({name}); the outputs show "
+        print(f"WARNING: RANDOM weights ({name}); the outputs show "
               "the pipeline runs, not real predictions. Convert weights with convert_weights.py.", file=sys.stderr)
+    elif args.ckpt is None:
+        print(f"note: no --ckpt given: {SHIPPED_MODEL_NAME}", file=sys.stderr)
     try:
-        model, variables, info = load_model_or_random(args.ckpt, args.smal, args.config, args.dtype)
+        model, variables, info = load_model_or_random(args.ckpt, args.smal, args.config, args.dtype,
+                                                      args.random_weights)
     except ModelLoadError as e:
         error(e)
         return 1

@@ -9,7 +9,8 @@ function of (seed, split, index):
 
 - body: a family (its mean shape + noise over the first ten shape directions), a pose near
   the SMAL pose prior when one is given, else a walk (`walking_pose` at a random stride
-  and sign) plus per-part random rotations (`joint_sigmas`); any heading;
+  and sign) plus per-part random rotations (`joint_sigmas`); any heading, or within `max_yaw`
+  of side-on (facing left or right, as the bundled example);
 - camera: elevation 0-25 degrees, roll of a few degrees, a distance at which the animal
   spans 25-75% of a 640 x 480 picture (AniMer's full-image focal length), anywhere in it;
 - look: fur colour from a palette of coats with optional patches, light direction and
@@ -275,9 +276,10 @@ class SceneSampler:
     """Random scenes of one body model; see the module docstring."""
 
     def __init__(self, body: SMALModel, seed: int = 0, pose_prior: dict | None = None,
-                 image_size: tuple[int, int] = IMAGE_SIZE):
-        """pose_prior: {"mean": [J, 3], "factor": [3J, 3J] Cholesky factor of its covariance}."""
-        self.body, self.seed, self.image_size = body, seed, image_size
+                 image_size: tuple[int, int] = IMAGE_SIZE, max_yaw: float = np.pi):
+        """pose_prior: {"mean": [J, 3], "factor": [3J, 3J] Cholesky factor of its covariance};
+        max_yaw: radians from side-on the heading may turn (pi/2 or more: any heading)."""
+        self.body, self.seed, self.image_size, self.max_yaw = body, seed, image_size, max_yaw
         self.pose_prior = pose_prior
         family_rng = np.random.default_rng(FAMILY_SEED)
         self.family_betas = np.zeros((NUM_FAMILIES, body.num_betas))
@@ -310,7 +312,12 @@ class SceneSampler:
         else:
             stride = rng.uniform(-1.0, 1.0)
             pose = self.walk * stride + rng.normal(0.0, 1.0, (num_joints, 3)) * self.joint_sigmas
-        pose[0] = [0.0, 0.0, rng.uniform(-np.pi, np.pi)]
+        u = rng.uniform(-1.0, 1.0)
+        if self.max_yaw >= np.pi / 2:
+            heading = np.pi * u
+        else:   # u >= 0: within max_yaw of facing right (heading 0), else of facing left (pi)
+            heading = self.max_yaw * (2 * u - 1) if u >= 0 else np.pi + self.max_yaw * (2 * u + 1)
+        pose[0] = [0.0, 0.0, heading]
         return pose
 
     def _camera(self, rng, vertices) -> Camera:

@@ -1,4 +1,5 @@
-"""Where the CLI's model comes from: a checkpoint directory, or a config with random weights.
+"""Where the CLI's model comes from: a checkpoint directory, the shipped demo model, or a config
+with random weights.
 
 Every problem a user can cause (missing or unreadable checkpoint, SMAL or config file)
 surfaces as `ModelLoadError`, whose message is one line naming the file.
@@ -24,6 +25,11 @@ class ModelLoadError(ValueError):
 
 
 DEMO_CONFIG_NAME = "tiny (built in)"
+# The default without --ckpt: a small model trained on synthetic renders of the stand-in
+# (configs/standin_demo.py), shipped inside the package.
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "standin_demo"
+SHIPPED_MODEL_NAME = ("the shipped demo model (configs/standin_demo.py: ViT-Ti/16 x 4 trained from scratch on "
+                      "synthetic renders of the stand-in quadruped only; use --ckpt for real animals)")
 
 
 def demo_config():
@@ -65,11 +71,19 @@ def check_files(ckpt=None, smal=None, config=None) -> None:
         raise ModelLoadError(f"{config}: config file not found")
 
 
-def load_model_or_random(ckpt=None, smal=None, config=None, dtype=None):
-    """(model, variables, info) from a checkpoint folder, or random weights for a config file.
+def uses_random_weights(ckpt=None, config=None, random_weights=False) -> bool:
+    """Whether load_model_or_random builds random weights: asked for, a config file without a
+    checkpoint, or no checkpoint at all and no shipped model."""
+    return ckpt is None and (random_weights or config is not None or not SHIPPED_MODEL.is_dir())
 
+
+def load_model_or_random(ckpt=None, smal=None, config=None, dtype=None, random_weights=False):
+    """(model, variables, info) from a checkpoint folder, the shipped demo model, or random weights.
+
+    ckpt: a checkpoint folder; None: the shipped model (SHIPPED_MODEL), unless random weights
+    are asked for (random_weights, or a config file);
     smal: a SMAL .pkl/.npz file or None (the checkpoint's body model, else the stand-in);
-    config: the config file used without a checkpoint (None: the built-in demo model);
+    config: the config file of random weights (None: the built-in tiny model);
     dtype: compute dtype override.
     info is JSON-ready provenance for result.json.
     """
@@ -77,6 +91,9 @@ def load_model_or_random(ckpt=None, smal=None, config=None, dtype=None):
     if ckpt is not None:
         model, variables, config_name, provenance = _checkpoint_model(ckpt, smal, dtype)
         weights = {"checkpoint": str(ckpt), "weights": "checkpoint", "config": config_name, **provenance}
+    elif not uses_random_weights(ckpt, config, random_weights):
+        model, variables, config_name, provenance = _checkpoint_model(SHIPPED_MODEL, smal, dtype)
+        weights = {"checkpoint": None, "weights": SHIPPED_MODEL_NAME, "config": config_name, **provenance}
     else:
         model, variables = random_model(config, smal, dtype)
         weights = {"checkpoint": None, "weights": f"random (seed {RANDOM_SEED})",

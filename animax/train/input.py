@@ -36,7 +36,8 @@ def train_source(config, body: SMALModel):
     if config.data.name == INLINE:
         source = SyntheticQuadrupeds(body, local, seed=config.seed, shard_index=jax.process_index(),
                                      shard_count=jax.process_count(), gt_fraction=config.data.gt_fraction,
-                                     num_examples=config.data.get("train_examples"))
+                                     num_examples=config.data.get("train_examples"),
+                                     max_yaw=np.radians(config.data.max_yaw_degrees))
     else:
         source = _dataset_source(config, split=config.data.train_split, batch_size=local, train=True)
     return Prefetch(source, config.data.prefetch) if config.data.prefetch else source
@@ -57,7 +58,7 @@ def eval_batches(config, body: SMALModel):
         num_batches = -(-config.data.eval_examples // config.eval_batch_size)
         source = SyntheticQuadrupeds(body, local, seed=config.seed, split="test",
                                      shard_index=jax.process_index(), shard_count=jax.process_count(),
-                                     num_batches=num_batches)
+                                     num_batches=num_batches, max_yaw=np.radians(config.data.max_yaw_degrees))
     else:
         source = _dataset_source(config, split=config.data.eval_split, batch_size=local, train=False)
     limit = config.data.eval_examples

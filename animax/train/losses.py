@@ -22,6 +22,12 @@ The seed pipeline's terms:
                     parent is a body joint: a first-order difference of the local rotations
                     along the kinematic chain (tails and spines bend evenly)
     fused_l2        mean over samples of ||fused_features||^2 (keeps the descriptor bounded)
+    global_orient_6d sum over samples with pose GT of ||x0 - (R0_gt[:, 0], R0_gt[:, 1])||^2 on the
+                    head's raw 6D output x0 of the root, before Gram-Schmidt. The matrix loss has
+                    a saddle at 180 degrees: a body predicted facing right whose truth faces left
+                    gets no gradient on its heading (d/dphi 4 (1 + cos phi) = 0 at phi = 0), and
+                    Gram-Schmidt removes the only (radial) one; on the raw 6D vector the gradient
+                    is x0 - gt, which carries the column through zero to the other side
 
 Losses run in float32 whatever the compute dtype.
 """
@@ -125,6 +131,9 @@ def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07)):
         "betas_l2": jnp.mean(jnp.sum(jnp.square(betas), axis=-1)),
         "pose_smoothness": pose_smoothness(pose),
         "fused_l2": jnp.mean(jnp.sum(jnp.square(f32(outputs["fused_features"])), axis=-1)),
+        "global_orient_6d": masked_squared_error(
+            f32(outputs["pose_6d_iters"])[-1, :, :6],
+            jnp.concatenate([gt_pose[:, 0, :, 0], gt_pose[:, 0, :, 1]], axis=-1), has_pose),
     }
 
 

@@ -25,15 +25,15 @@ class SyntheticQuadrupeds:
 
     def __init__(self, body: SMALModel, batch_size: int, seed: int = 0, shard_index: int = 0,
                  shard_count: int = 1, gt_fraction: float = 1.0, num_batches: int | None = None,
-                 split: str = "train", num_examples: int | None = None):
+                 split: str = "train", num_examples: int | None = None, max_yaw: float = np.pi):
         """num_batches: stop after that many batches (a finite evaluation set); None = endless.
         gt_fraction: share of examples whose SMAL parameters are marked as annotated.
         num_examples: cycle through examples 0 .. num_examples - 1 only (a fixed set, e.g. the
-        overfitting probe); None = every example new."""
+        overfitting probe); None = every example new. max_yaw: the scenes' headings (SceneSampler)."""
         self.body, self.batch_size, self.seed, self.split = body, batch_size, seed, split
         self.shard_index, self.shard_count = shard_index, shard_count
         self.gt_fraction, self.num_batches, self.num_examples = gt_fraction, num_batches, num_examples
-        self.sampler = SceneSampler(body, seed)
+        self.sampler = SceneSampler(body, seed, max_yaw=max_yaw)
         self._next_batch = 0
 
     def __iter__(self):

@@ -35,6 +35,17 @@ def example_scene(body) -> scenes.Scene:
                         box=np.array([0.0, 0.0, WIDTH, HEIGHT]))
 
 
+def keypoint_errors(keypoints2d, body=None) -> np.ndarray:
+    """Distances of predicted keypoints [26, 2] (picture pixels) from the example's true ones, as
+    fractions of sqrt(the animal's mask area), PCK's normalisation (AniMer's); NaN where a true
+    keypoint is hidden. PCK@0.1 is the share of the others below 0.1."""
+    body = load_smal() if body is None else body
+    _, mask, labels = scenes.render_image(example_scene(body), body)
+    truth = labels["keypoints_2d"]
+    errors = np.linalg.norm(np.asarray(keypoints2d)[:, :2] - truth[:, :2], axis=-1) / np.sqrt(mask.sum())
+    return np.where(truth[:, 2] > 0, errors, np.nan)
+
+
 def make_example():
     """(uint8 RGB [480, 640, 3], labels: `animax.data.scenes.labels`, pixels of the picture)."""
     body = load_smal()

@@ -24,8 +24,9 @@ Two framings of one scene, with the same labels:
 - `render_image(scene)`: the whole picture (the TFDS builder stores it with its box; the
   loader then crops it like any dataset);
 - `render_crop(scene)`: the network input of the scene's box, rendered directly through the
-  crop's camera (the picture cropped by `animax.image.crop`, without drawing what lies
-  outside the box): the in-memory training source.
+  crop's camera (the picture cropped by `animax.image.crop`, its zero border where the box
+  reaches past the picture, without drawing what lies outside the box): the in-memory
+  training source.
 Labels: 2D keypoints, 3D keypoints in the camera's orientation, betas, pose (joint 0 in the
 camera frame), the translation that places the posed body model in the camera frame, mask.
 """
@@ -37,7 +38,7 @@ import dataclasses
 import numpy as np
 
 from animax.geometry import CROP_SIZE, axis_angle_to_rotmat, full_image_focal_length, rotmat_to_axis_angle
-from animax.image.crop import normalize, square_box
+from animax.image.crop import apply_affine, crop_transform, normalize, square_box
 from animax.image.raster import AMBIENT, LIGHT_DIRECTION, project, rasterize, shade
 from animax.smal import SMALModel, smal_forward
 from animax.smal.standin import walking_pose
@@ -251,6 +252,15 @@ def render_image(scene: Scene, body: SMALModel):
     return np.round(255 * picture).astype(np.uint8), mask, labels(scene, posed, scene.camera)
 
 
+def picture_coverage(src_from_dst, out_size, picture: Camera) -> np.ndarray:
+    """[S, S] share of each crop pixel that the picture covers, as the crop's bilinear warp with
+    a zero border weighs it (1 inside, falling linearly to 0 over the pixel past each edge)."""
+    grid = np.stack(np.meshgrid(np.arange(out_size), np.arange(out_size)), -1).astype(np.float64)
+    source = apply_affine(src_from_dst, grid)
+    limits = np.array([picture.width, picture.height])
+    return np.prod(np.clip(np.minimum(source + 1.0, limits - source), 0.0, 1.0), axis=-1)
+
+
 def render_crop(scene: Scene, body: SMALModel, out_size=CROP_SIZE) -> dict:
     """The network input of the scene's box, with the training batch's fields (one example):
     image [S, S, 3] ImageNet-normalised, mask [S, S] float32, keypoints_2d [K, 3]
@@ -260,10 +270,16 @@ def render_crop(scene: Scene, body: SMALModel, out_size=CROP_SIZE) -> dict:
     camera = scene.camera.through_box(center, size, out_size)
     posed = scene.posed_body(body)
     picture, mask = render(scene, body, camera, posed)
+    # Where the box reaches past the photograph, the crop has its zero border (a whole-picture
+    # box of a 4:3 photo is a quarter border): black here too, or the network never sees it.
+    coverage = picture_coverage(crop_transform(center, size, out_size), out_size, scene.camera)
+    picture, mask = picture * coverage[..., None], mask & (coverage > 0.5)
     # As the photograph would be stored (8 bits) and cropped.
     image = normalize(np.round(255 * picture).astype(np.float32))
     found = labels(scene, posed, camera)
     keypoints_2d = found["keypoints_2d"].copy()
+    in_picture = labels(scene, posed, scene.camera)["keypoints_2d"][:, 2]
+    keypoints_2d[:, 2] *= in_picture
     keypoints_2d[:, :2] = keypoints_2d[:, :2] / out_size - 0.5
     return {"image": image, "mask": mask.astype(np.float32), "keypoints_2d": keypoints_2d.astype(np.float32),
             "keypoints_3d": np.concatenate([found["keypoints_3d"], np.ones((len(keypoints_2d), 1))], -1

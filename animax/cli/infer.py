@@ -19,8 +19,9 @@ from pathlib import Path
 
 BOXES_HELP = """JSON file of boxes per image, in pixels of the EXIF-rotated image. Corner boxes:
 {"horse.jpg": [[x1, y1, x2, y2], ...], ...}; COCO boxes: {"format": "xywh", "boxes":
-{"horse.jpg": [[x, y, w, h], ...]}}. Keys are file names or the paths as given; [] = no
-animal; an image missing from the file is a failure."""
+{"horse.jpg": [[x, y, w, h], ...]}}; or a detector's output: MegaDetector batch JSON, COCO
+results (with --coco-images) or a COCO dataset file. Keys are the paths as given, trailing
+parts of them or file names; [] = no animal; an image missing from the file is a failure."""
 
 
 def parse_args(argv=None):
@@ -41,6 +42,14 @@ def parse_args(argv=None):
     boxes.add_argument("--bbox", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"),
                        help="one box (pixel corners) used for every input image")
     boxes.add_argument("--boxes", metavar="FILE", help=BOXES_HELP)
+    parser.add_argument("--min-score", type=float,
+                        help="detector outputs: keep detections scoring at least this (default: MegaDetector's "
+                             "suggested threshold, animax.inference.detections.DEFAULT_MIN_SCORE)")
+    parser.add_argument("--category", action="append", metavar="NAME_OR_ID",
+                        help="detector outputs: keep this category (repeatable; default: MegaDetector's "
+                             "'animal', every category of COCO results)")
+    parser.add_argument("--coco-images", metavar="FILE",
+                        help="COCO results: the annotation file whose 'images' list names the image ids")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="animals per model call; the last batch is padded (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"),
@@ -68,7 +77,8 @@ def main(argv=None) -> int:
 
     try:
         check_files(args.ckpt, args.smal, args.config)
-        boxes_by_name = read_boxes(args.boxes) if args.boxes else None
+        boxes_by_name = (read_boxes(args.boxes, args.min_score, args.category, args.coco_images)
+                         if args.boxes else None)
     except (ModelLoadError, BoxesFileError) as e:
         error(e)
         return 1

@@ -1,6 +1,6 @@
 """What to process: `--input` paths, folders and globs, and the boxes of each image.
 
-Boxes file (`--boxes FILE`), JSON, one of two layouts:
+Boxes file (`--boxes FILE`), JSON, one of these layouts:
 
     {"horse.jpg": [[40, 60, 360, 300], [380, 50, 620, 310]], "dog.png": [[0, 0, 200, 150]]}
 
@@ -9,24 +9,24 @@ maps images to corner boxes [x1, y1, x2, y2] in pixels of the (EXIF-rotated) ima
     {"format": "xywh", "boxes": {"horse.jpg": [[40, 60, 320, 240]]}}
 
 holds COCO boxes [x, y, width, height] (`"format": "xyxy"` names the corner layout
-explicitly). A key is an image's file name or its path as passed/expanded; an empty list
-means no animal in that image. An image that the file does not list is a failure.
+explicitly); detector outputs, MegaDetector's batch JSON and COCO results, are read by
+`animax.inference.detections`. A key is an image's path as passed/expanded, a trailing part of
+it (`site1/IMG_0001.JPG`, as MegaDetector writes them) or its file name; an empty list means no
+animal in that image. An image that the file does not list is a failure.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from animax.inference.detections import (DEFAULT_MIN_SCORE, BoxesFileError, coco_boxes, is_coco, is_megadetector,
+                                         load_json, megadetector_boxes)
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 BOX_FORMATS = ("xyxy", "xywh")
-
-
-class BoxesFileError(ValueError):
-    """The boxes file cannot be used at all; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -72,20 +72,21 @@ def expand_inputs(specs) -> tuple[list[Path], list[str]]:
     return list(dict.fromkeys(paths)), failures
 
 
-def read_boxes(path) -> dict[str, list[tuple[float, float, float, float]]]:
+def read_boxes(path, min_score=None, categories=None, coco_images=None) -> dict[str, list]:
     """Reads a boxes file (layouts in the module docstring) as {key: [(x1, y1, x2, y2), ...]}.
 
-    Raises BoxesFileError naming the file and what is wrong with it.
+    min_score (None: DEFAULT_MIN_SCORE), categories: which detections of a detector output to
+    keep (see `animax.inference.detections`); coco_images: the annotation file naming the images of COCO
+    results. Raises BoxesFileError naming the file and what is wrong with it.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BoxesFileError(f"{path}: boxes file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BoxesFileError(f"{path}: cannot read boxes file ({e})") from None
-    except json.JSONDecodeError as e:
-        raise BoxesFileError(f"{path}: not valid JSON ({e})") from None
+    data = load_json(path)
+    min_score = DEFAULT_MIN_SCORE if min_score is None else min_score
+    if is_megadetector(data):
+        return megadetector_boxes(data, path, min_score, categories)
+    if is_coco(data):
+        images = None if coco_images is None else load_json(coco_images)
+        return coco_boxes(data, path, images, min_score, categories, coco_images)
     if not isinstance(data, dict):
         raise BoxesFileError(f"{path}: expected a JSON object mapping image names to box lists")
     box_format = "xyxy"
@@ -121,9 +122,15 @@ def plan_jobs(paths, boxes_by_name=None, bbox=None, boxes_file="boxes file") -> 
     Returns (jobs, failures) with one line per image that the boxes file does not list.
     """
     jobs, failures, taken = [], [], set()
+    keys_by_name = {}
+    for key in boxes_by_name or {}:
+        keys_by_name.setdefault(Path(key).name, []).append(key)
     for path in paths:
         if boxes_by_name is not None:
-            boxes = boxes_by_name.get(str(path), boxes_by_name.get(path.name))
+            boxes = boxes_by_name.get(str(path))
+            if boxes is None:     # the longest key that is a trailing part of the path
+                tails = [k for k in keys_by_name.get(path.name, []) if _is_tail(Path(k).parts, path.parts)]
+                boxes = boxes_by_name[max(tails, key=lambda k: len(Path(k).parts))] if tails else None
             if boxes is None:
                 failures.append(f"{path}: not listed in {boxes_file}")
                 continue
@@ -136,6 +143,10 @@ def plan_jobs(paths, boxes_by_name=None, bbox=None, boxes_file="boxes file") -> 
         taken.add(name)
         jobs.append(ImageJob(path, None if boxes is None else tuple(boxes), name))
     return jobs, failures
+
+
+def _is_tail(tail, parts) -> bool:
+    return len(tail) <= len(parts) and tuple(parts[len(parts) - len(tail):]) == tuple(tail)
 
 
 def box_problem(box, width, height) -> str | None:

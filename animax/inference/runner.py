@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from animax.inference.export import remove_stale, write_animal
+from animax.inference.detections import in_pixels
 from animax.inference.inputs import ImageJob, box_problem
 from animax.inference.overlay import overlay_image
 from animax.inference.predictor import Animal, prepare, whole_image_box
@@ -107,6 +108,7 @@ class _Run:
         self.add_time("decode", loaded.decode_s)
         height, width = image.shape[:2]
         for k, box in enumerate([whole_image_box(image)] if job.boxes is None else job.boxes):
+            box = in_pixels(box, width, height)
             problem = box_problem(box, width, height)
             if problem:
                 self.fail(job, f"{job.path}: box {k} {list(box)}: {problem}", [k])

@@ -7,7 +7,8 @@ Each animal gets OUT/<image stem>/ (OUT/<image stem>_<k>/ when its image has sev
 boxes, k = box index), written atomically: vertices.npy (model space), keypoints3d.npy,
 keypoints2d.npy (pixels of the original image), betas.npy, pose.npy [35,3,3], cam.npy,
 cam_t_full.npy, visual_features.npy, head_features.npy, fused_features.npy, mesh.obj (camera
-frame: vertices + cam_t_full), overlay.png (crop | mesh over crop | side view) and result.json.
+frame: vertices + cam_t_full), overlay.png (crop | mesh over crop | side view) and result.json,
+or what --outputs names.
 
 A broken input costs one line on stderr naming the file; the others are still processed and
 the exit code is 1.
@@ -22,6 +23,18 @@ BOXES_HELP = """JSON file of boxes per image, in pixels of the EXIF-rotated imag
 {"horse.jpg": [[x, y, w, h], ...]}}; or a detector's output: MegaDetector batch JSON, COCO
 results (with --coco-images) or a COCO dataset file. Keys are the paths as given, trailing
 parts of them or file names; [] = no animal; an image missing from the file is a failure."""
+
+
+# animax.inference.export.OUTPUTS, spelled out so that --help answers before the package loads.
+OUTPUT_KINDS = ("arrays", "mesh", "overlay", "json")
+
+
+def _outputs(value):
+    kinds = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [k for k in kinds if k not in OUTPUT_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a comma-separated choice of {', '.join(OUTPUT_KINDS)}")
+    return kinds
 
 
 def parse_args(argv=None):
@@ -50,6 +63,9 @@ def parse_args(argv=None):
                              "'animal', every category of COCO results)")
     parser.add_argument("--coco-images", metavar="FILE",
                         help="COCO results: the annotation file whose 'images' list names the image ids")
+    parser.add_argument("--outputs", default=",".join(OUTPUT_KINDS), type=_outputs,
+                        help="what each animal's folder gets, comma-separated from %(default)s (default: all); "
+                             "arrays alone keep an accelerator busy, the overlay costs the most")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="animals per model call; the last batch is padded (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"),
@@ -108,7 +124,7 @@ def main(argv=None) -> int:
     predictor = Predictor(model, variables, args.batch_size)
     print(f"compiled the model for batches of {args.batch_size} in {predictor.compile():.1f} s", file=sys.stderr)
     faces = variables["smal"]["model"].faces
-    summary = run_inference(predictor, jobs, args.out_dir, faces, info, workers=args.workers)
+    summary = run_inference(predictor, jobs, args.out_dir, faces, info, workers=args.workers, outputs=args.outputs)
     for line in summary.lines():
         print(line)
     return 1 if failures or summary.failures else 0

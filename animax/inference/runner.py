@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from animax.inference.export import remove_stale, write_animal
+from animax.inference.export import OUTPUTS, remove_stale, write_animal
 from animax.inference.detections import in_pixels
 from animax.inference.inputs import ImageJob, box_problem
 from animax.inference.overlay import overlay_image
@@ -61,8 +61,8 @@ class _Loaded:
 class _Run:
     """State shared by the threads of one `run_inference` call."""
 
-    def __init__(self, jobs, out_dir, faces, info, progress):
-        self.out_dir, self.faces, self.info = Path(out_dir), np.asarray(faces), info
+    def __init__(self, jobs, out_dir, faces, info, progress, outputs):
+        self.out_dir, self.faces, self.info, self.outputs = Path(out_dir), np.asarray(faces), info, outputs
         self.summary = RunSummary()
         self.lock = threading.Lock()
         self.remaining = {job: job.num_animals for job in jobs}     # animals not yet finished
@@ -129,14 +129,15 @@ class _Run:
         box_index, animal = loaded.animals[position]
         start = time.perf_counter()
         try:
-            overlay = overlay_image(animal.crop, result["vertices"], result["cam_t"], self.faces,
-                                    result["keypoints2d_crop"], result["head_box"])
+            overlay = (overlay_image(animal.crop, result["vertices"], result["cam_t"], self.faces,
+                                     result["keypoints2d_crop"], result["head_box"])
+                       if "overlay" in self.outputs else None)
             timings = {"decode": loaded.decode_s, "preprocess": loaded.preprocess_s[position], "model": model_s,
-                       "overlay": time.perf_counter() - start}
+                       **({"overlay": time.perf_counter() - start} if overlay is not None else {})}
             info = {"input": str(job.path), "image_size": list(animal.image_size), "box_index": box_index,
                     "box": animal.box.tolist(), "box_center": animal.center.tolist(), "box_size": animal.size,
                     "focal_length": float(result["focal_length"]), "timings_s": timings, **self.info}
-            write_animal(self.out_dir / job.folder_name(box_index), result, self.faces, overlay, info)
+            write_animal(self.out_dir / job.folder_name(box_index), result, self.faces, overlay, info, self.outputs)
         except Exception as e:                # one animal's export error must not stop the others
             self.fail(job, f"{job.path}: box {box_index}: cannot write output ({type(e).__name__}: {e})", [box_index])
             return
@@ -146,15 +147,16 @@ class _Run:
 
 
 def run_inference(predictor, jobs, out_dir, faces, info: dict, workers: int = 4,
-                  progress: bool | None = None) -> RunSummary:
+                  progress: bool | None = None, outputs=tuple(OUTPUTS)) -> RunSummary:
     """Runs `predictor` on every box of every job and exports each animal to OUT/<folder>/.
 
     faces [F, 3] of the body model (mesh.obj, overlay); info: JSON-ready metadata copied into
     every result.json (checkpoint, body model, ...). progress None shows the bar on terminals.
+    outputs: what each folder gets (keys of export.OUTPUTS; the overlay is rendered only if asked).
     Failure lines go to stderr as they happen and are returned in the summary.
     """
     start = time.perf_counter()
-    run = _Run(jobs, out_dir, faces, info, progress)
+    run = _Run(jobs, out_dir, faces, info, progress, outputs)
     batch_size = predictor.batch_size
     with ThreadPoolExecutor(workers, thread_name_prefix="load") as loaders, \
             ThreadPoolExecutor(workers, thread_name_prefix="export") as exporters:

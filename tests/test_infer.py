@@ -122,7 +122,8 @@ def batch_run(tmp_path_factory):
     (out / "multi_2").mkdir(parents=True)           # an earlier run's output for an animal that now fails
     (out / "multi_2" / "result.json").write_text("{}")
     code, lines = run_cli(["--input", folder, more / "*.png", root / "missing.jpg", root / "empty", EXAMPLE,
-                           "--boxes", root / "boxes.json", "--out_dir", out, "--batch-size", BATCH, "--workers", 2])
+                           "--boxes", root / "boxes.json", "--out_dir", out, "--batch-size", BATCH, "--workers", 2,
+                           "--random-weights"])
     return SimpleNamespace(code=code, lines=lines, out=out, root=root, folder=folder, upright=upright)
 
 
@@ -229,7 +230,7 @@ def test_horse_photo_with_a_box(tmp_path):
     folder = out / HORSE.stem
     assert sorted(p.name for p in folder.iterdir()) == sorted(export.FILES)
     keypoints = np.load(folder / "keypoints2d.npy")
-    # Random weights: only shape and a generous range (the box is 320 px wide in a 640 x 480 photo).
+    # The demo model knows only the stand-in: only shape and a generous range (the box is 320 px wide).
     assert keypoints.shape == (26, 2) and np.isfinite(keypoints).all()
     assert (keypoints > -640).all() and (keypoints[:, 0] < 2 * 640).all() and (keypoints[:, 1] < 2 * 480).all()
     assert json.loads((folder / "result.json").read_text())["box"] == [40, 60, 360, 300]
@@ -414,3 +415,24 @@ def test_without_ckpt_the_shipped_model_is_the_default(tmp_path, monkeypatch):
         assert info["weights"].startswith("random"), kwargs
     monkeypatch.setattr(loading, "SHIPPED_MODEL", tmp_path / "absent")
     assert loading.uses_random_weights() and loading.load_model_or_random()[2]["weights"].startswith("random")
+
+
+def test_outputs_chooses_the_files_and_skips_the_overlay(tmp_path):
+    from animax.cli import infer as infer_cli
+
+    assert infer_cli.OUTPUT_KINDS == tuple(export.OUTPUTS)         # the CLI's copy of the choices
+    out = tmp_path / "out"
+    code, lines = run_cli(["--input", EXAMPLE, "--out_dir", out, "--random-weights", "--outputs", "arrays,json",
+                           "--batch-size", 1])
+    assert code == 0, lines
+    folder = out / EXAMPLE.stem
+    expected = export.files_of(("arrays", "json"))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected) and "overlay.png" not in expected
+    result = json.loads((folder / "result.json").read_text())
+    assert result["files"] == list(expected) and "overlay" not in result["timings_s"]
+    code, lines = run_cli(["--input", EXAMPLE, "--out_dir", out, "--random-weights", "--outputs", "mesh",
+                           "--batch-size", 1])
+    assert code == 0 and sorted(p.name for p in folder.iterdir()) == ["mesh.obj"]   # the earlier folder replaced
+    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(io.StringIO()):
+        infer.main(["--input", str(EXAMPLE), "--out_dir", str(out), "--outputs", "arrays,video"])
+    assert exit_info.value.code == 2

@@ -6,6 +6,7 @@ take `xp=numpy`, for host code (data loaders, renderers) that runs no JAX per ex
 """
 
 import jax.numpy as jnp
+import numpy as np
 
 # AniMer renders a 256-pixel crop with a 1000-pixel focal length.
 FOCAL_LENGTH = 1000.0
@@ -93,6 +94,15 @@ def rotmat_to_quaternion(rotmat, xp=jnp):
     q = xp.take_along_axis(candidates, best[..., None, None], axis=-2)[..., 0, :]
     q = q / _safe_norm(q, keepdims=True, xp=xp).clip(1e-12)
     return xp.where(q[..., :1] < 0, -q, q)
+
+
+def sign_continuous(q):
+    """Quaternions [T, ..., 4] over time (NumPy), each one's sign flipped to lie nearest the one
+    before: q and -q are one rotation, but averaging or interpolating needs one hemisphere."""
+    q = np.array(q, copy=True)
+    for t in range(1, len(q)):
+        q[t] *= np.where(np.sum(q[t] * q[t - 1], axis=-1, keepdims=True) < 0, -1.0, 1.0)
+    return q
 
 
 def quaternion_to_axis_angle(q, xp=jnp):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from animax.geometry import rotmat_to_quaternion
+from animax.geometry import rotmat_to_quaternion, sign_continuous
 
 # glTF constants
 FLOAT, UNSIGNED_SHORT, UNSIGNED_INT = 5126, 5123, 5125
@@ -45,9 +45,7 @@ def top_weights(lbs_weights, count=INFLUENCES):
 def continuous_quaternions(rotations):
     """[T, J, 3, 3] -> glTF quaternions (x, y, z, w) [T, J, 4], each frame's sign chosen nearest
     the previous frame's, so that interpolation takes the short way."""
-    q = np.asarray(rotmat_to_quaternion(np.asarray(rotations, np.float64), xp=np))
-    for t in range(1, len(q)):
-        q[t] *= np.where(np.sum(q[t] * q[t - 1], axis=-1, keepdims=True) < 0, -1.0, 1.0)
+    q = sign_continuous(rotmat_to_quaternion(np.asarray(rotations, np.float64), xp=np))
     return np.concatenate([q[..., 1:], q[..., :1]], axis=-1).astype(np.float32)
 
 

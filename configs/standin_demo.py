@@ -24,7 +24,7 @@ def get_config():
 
     config.batch_size = 16
     config.data.eval_examples = 256
-    config.num_train_steps = 9000
+    config.num_train_steps = 8000
     config.eval_every_steps = 500
     config.checkpoint.every_steps = 250
     # AdamW at batch 16: 1e-3 made the loss plateau after ~800 steps with gradient-norm spikes

@@ -1,6 +1,6 @@
 """animax is a real package: its wheel, installed away from the checkout, runs the console
 scripts from an empty directory with everything it needs inside (the stand-in body model,
-the demo model config, the keypoint maps)."""
+the shipped demo model, the random-weights config, the keypoint maps)."""
 
 import os
 import subprocess
@@ -39,6 +39,8 @@ def test_wheel_holds_the_package_data_and_no_checkout_folders(installed):
     names = zipfile.ZipFile(installed[2]).namelist()
     assert {"animax/smal/standin.py", "animax/image/crop.py", "animax/cli/infer.py"} <= set(names)
     assert "animax/data/keypoint_maps/horse10.py" in names and "animax/data/keypoint_maps/ap10k.py" in names
+    shipped = [n for n in names if n.startswith("animax/assets/standin_demo/")]
+    assert "animax/assets/standin_demo/config.json" in shipped and any("/state/" in n for n in shipped)
     assert not any(n.startswith(("configs/", "tests/", "bench/")) for n in names)
 
 
@@ -59,4 +61,6 @@ def test_console_scripts_run_from_an_empty_directory(installed, tmp_path):
     run = _run(installed, empty, "animax-infer", "--input", str(EXAMPLE), "--out_dir", "out")
     assert run.returncode == 0, run.stderr
     assert (empty / "out" / EXAMPLE.stem / "overlay.png").is_file()
-    assert "RANDOM weights (tiny (built in))" in run.stderr
+    assert "no --ckpt given: the shipped demo model" in run.stderr
+    run = _run(installed, empty, "animax-infer", "--input", str(EXAMPLE), "--out_dir", "out", "--random-weights")
+    assert run.returncode == 0 and "RANDOM weights (tiny (built in))" in run.stderr, run.stderr

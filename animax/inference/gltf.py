@@ -30,6 +30,9 @@ FLOAT, UNSIGNED_SHORT, UNSIGNED_INT = 5126, 5123, 5125
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
 GLB_MAGIC, GLB_JSON, GLB_BIN = 0x46546C67, 0x4E4F534A, 0x004E4942
 INFLUENCES = 4
+# A camera frame (x right, y down, z forward) to glTF's (y up, the viewer looking down -z): a half
+# turn about x puts what the camera saw upright and in front of a glTF camera at the origin.
+CAMERA_TO_GLTF = np.diag([1.0, -1.0, -1.0]).astype(np.float32)
 
 
 def top_weights(lbs_weights, count=INFLUENCES):
@@ -49,10 +52,13 @@ def continuous_quaternions(rotations):
     return np.concatenate([q[..., 1:], q[..., :1]], axis=-1).astype(np.float32)
 
 
-def write_glb(path, body, betas, rotations, translation=None, fps=30.0, name="animal") -> None:
+def write_glb(path, body, betas, rotations, translation=None, fps=30.0, name="animal", world=None) -> None:
     """Writes the track (betas [NB'] one shape, rotations [T, J, 3, 3] local rotations with joint 0
-    the global orientation, translation [T, 3] or None) as PATH (.glb), atomically."""
-    rotations = np.asarray(rotations, np.float32)
+    the global orientation, translation [T, 3] or None) as PATH (.glb), atomically.
+
+    world [3, 3]: a rotation of the whole animal about the origin, e.g. from a camera frame
+    (y down) to glTF's y-up (`CAMERA_TO_GLTF`)."""
+    rotations = np.array(rotations, np.float32)
     frames = len(rotations)
     betas = np.zeros(body.num_betas, np.float32) if betas is None else np.asarray(betas, np.float32)
     shape = np.pad(betas, (0, body.num_betas - len(betas)))
@@ -67,6 +73,11 @@ def write_glb(path, body, betas, rotations, translation=None, fps=30.0, name="an
     inverse_bind = np.tile(np.eye(4, dtype=np.float32), (len(parents), 1, 1))
     inverse_bind[:, :3, 3] = -rest
     times = (np.arange(frames) / fps).astype(np.float32)
+    root_translation = offsets[0] + translation
+    if world is not None:       # v' = W (R (v - j0) + j0 + t): the root turns by W, its path too
+        world = np.asarray(world, np.float32)
+        rotations[:, 0] = world @ rotations[:, 0]
+        root_translation = root_translation @ world.T
     quaternions = continuous_quaternions(rotations)
 
     blob = _Buffer()
@@ -77,7 +88,7 @@ def write_glb(path, body, betas, rotations, translation=None, fps=30.0, name="an
     time_accessor = blob.add(times, kind="SCALAR", bounds=True)
     samplers = [{"input": time_accessor, "output": blob.add(quaternions[:, j]), "interpolation": "LINEAR"}
                 for j in range(len(parents))]
-    samplers.append({"input": time_accessor, "output": blob.add(offsets[0] + translation),
+    samplers.append({"input": time_accessor, "output": blob.add(root_translation.astype(np.float32)),
                      "interpolation": "LINEAR"})
     channels = [{"sampler": j, "target": {"node": 1 + j, "path": "rotation"}} for j in range(len(parents))]
     channels.append({"sampler": len(parents), "target": {"node": 1, "path": "translation"}})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,15 +123,10 @@ def plan_jobs(paths, boxes_by_name=None, bbox=None, boxes_file="boxes file") -> 
     Returns (jobs, failures) with one line per image that the boxes file does not list.
     """
     jobs, failures, taken = [], [], set()
-    keys_by_name = {}
-    for key in boxes_by_name or {}:
-        keys_by_name.setdefault(Path(key).name, []).append(key)
+    lookup = BoxLookup(boxes_by_name or {})
     for path in paths:
         if boxes_by_name is not None:
-            boxes = boxes_by_name.get(str(path))
-            if boxes is None:     # the longest key that is a trailing part of the path
-                tails = [k for k in keys_by_name.get(path.name, []) if _is_tail(Path(k).parts, path.parts)]
-                boxes = boxes_by_name[max(tails, key=lambda k: len(Path(k).parts))] if tails else None
+            boxes = lookup(path)
             if boxes is None:
                 failures.append(f"{path}: not listed in {boxes_file}")
                 continue
@@ -143,6 +139,41 @@ def plan_jobs(paths, boxes_by_name=None, bbox=None, boxes_file="boxes file") -> 
         taken.add(name)
         jobs.append(ImageJob(path, None if boxes is None else tuple(boxes), name))
     return jobs, failures
+
+
+class BoxLookup:
+    """Finds a path's boxes in a boxes file's {key: boxes}: the key equal to the path as given,
+    else the longest key that is a trailing part of it (`site1/IMG_0001.JPG`), else None."""
+
+    def __init__(self, boxes_by_name: dict):
+        self.boxes_by_name = boxes_by_name
+        self.keys_by_name = {}
+        for key in boxes_by_name:
+            self.keys_by_name.setdefault(Path(key).name, []).append(key)
+
+    def __call__(self, path):
+        path = Path(path)
+        boxes = self.boxes_by_name.get(str(path))
+        if boxes is None:
+            tails = [k for k in self.keys_by_name.get(path.name, []) if _is_tail(Path(k).parts, path.parts)]
+            boxes = self.boxes_by_name[max(tails, key=lambda k: len(Path(k).parts))] if tails else None
+        return boxes
+
+    def video_frames(self, video) -> dict[int, list]:
+        """Boxes of a video's frames: keys under the video's path (`clip.mp4/frame000012.jpg`,
+        MegaDetector's layout for videos: the last number of the name is the frame index), and
+        the video's own key for frame 0."""
+        video = Path(video)
+        found = {}
+        for key, boxes in self.boxes_by_name.items():
+            key_path = Path(key)
+            numbers = re.findall(r"\d+", key_path.stem)
+            if numbers and len(key_path.parts) > 1 and _is_tail(key_path.parent.parts, video.parts):
+                found[int(numbers[-1])] = boxes
+        own = self(video)
+        if own is not None and 0 not in found:
+            found[0] = own
+        return found
 
 
 def _is_tail(tail, parts) -> bool:

@@ -1,7 +1,7 @@
 """Tracks through a sequence: which box is which animal from frame to frame, and smoothing.
 
-- top-down: an animal's box in the next frame is the box of its predicted 2D keypoints in this
-  one, grown by `margin` (`box_from_keypoints`);
+- top-down: an animal's box in the next frame is the box of its predicted mesh in this one,
+  grown by `margin` (`box_from_mesh`);
 - identities: boxes of a new frame (given per frame, or the top-down ones) join the tracks whose
   last boxes they overlap most, by an optimal (Hungarian) assignment on IoU; a track with no box
   above `min_iou` is lost and ends (`Tracker`);
@@ -18,17 +18,34 @@ import numpy as np
 import scipy.ndimage
 import scipy.optimize
 
-from animax.geometry import axis_angle_to_rotmat, quaternion_to_axis_angle, rotmat_to_quaternion, sign_continuous
+from animax.geometry import (CROP_SIZE, FOCAL_LENGTH, axis_angle_to_rotmat, quaternion_to_axis_angle,
+                             rotmat_to_quaternion, sign_continuous)
+from animax.image.crop import apply_affine, crop_transform
 
-TRACK_MARGIN = 0.2          # the top-down box: the keypoints' box grown by 20% of its size per side
+TRACK_MARGIN = 0.2          # the top-down box: the mesh's box grown by 20% of its size per side,
+                            # about the median growth of the detector-like training boxes
 MIN_IOU = 0.3
 
 
-def box_from_keypoints(keypoints2d, margin=TRACK_MARGIN) -> tuple[float, float, float, float]:
-    """The box (x1, y1, x2, y2) of keypoints [K, 2], each side pushed out by margin x its size."""
-    low, high = np.min(keypoints2d, axis=0), np.max(keypoints2d, axis=0)
+def box_from_mesh(vertices, cam_t, box_center, box_size, margin=TRACK_MARGIN) -> tuple[float, float, float, float]:
+    """The top-down box (x1, y1, x2, y2, image pixels) of a prediction: its mesh (model-space
+    vertices [V, 3] through the crop camera cam_t [3], the projection of the model's own 2D
+    keypoints) mapped from the crop (box_center, box_size) to the image, grown by margin x its
+    size per side."""
+    v = np.asarray(vertices, np.float64) + np.asarray(cam_t, np.float64)
+    crop_pixels = FOCAL_LENGTH * v[:, :2] / v[:, 2:] + CROP_SIZE / 2.0
+    points = apply_affine(crop_transform(np.asarray(box_center, np.float64), float(box_size)), crop_pixels)
+    low, high = points.min(axis=0), points.max(axis=0)
     pad = margin * (high - low)
     return tuple(float(v) for v in (*(low - pad), *(high + pad)))
+
+
+def visible_fraction(box, width, height) -> float:
+    """The part of a box's area (x1, y1, x2, y2) inside a width x height image."""
+    x1, y1, x2, y2 = box
+    area = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
+    inside = max(min(x2, width) - max(x1, 0.0), 0.0) * max(min(y2, height) - max(y1, 0.0), 0.0)
+    return inside / area if area > 0 else 0.0
 
 
 def iou(a, b) -> np.ndarray:
@@ -61,12 +78,15 @@ class Tracker:
     def alive(self) -> list[Track]:
         return [t for t in self.tracks if t.alive]
 
-    def update(self, frame: int, boxes) -> list[int]:
+    def update(self, frame: int, boxes, expected=None) -> list[int]:
+        """expected: {track id: box} where each live track is expected in this frame (its top-down
+        box); a live track not in it is compared by its last box."""
         boxes = [tuple(float(v) for v in box) for box in boxes]
         alive = self.alive
+        expected = expected or {}
         ids = [None] * len(boxes)
         if alive and boxes:
-            overlap = iou([t.boxes[-1] for t in alive], boxes)
+            overlap = iou([expected.get(t.id, t.boxes[-1]) for t in alive], boxes)
             rows, cols = scipy.optimize.linear_sum_assignment(-overlap)
             for r, c in zip(rows, cols):
                 if overlap[r, c] >= self.min_iou:

@@ -1,0 +1,159 @@
+"""Animals through a frame sequence: boxes, model, tracks, smoothing.
+
+    sequence = open_sequence("clip.mp4")
+    tracks = track_sequence(predictor, sequence.frames(), first_boxes=[(40, 60, 360, 300)])
+    tracks = [smooth(t, body) for t in tracks]            # optional
+    tracks[0].arrays["keypoints2d"]                       # [T, 26, 2] pixels of the frames
+
+Per frame, the boxes are, in this order of preference: the frame's boxes from a file
+(`frame_boxes`, e.g. a detector's), joined to the live tracks by IoU with their boxes in the
+frame before; else every live track's top-down box (the box of its mesh predicted in the frame before,
+`box_from_mesh`); for frame 0 without a file entry, `first_boxes` or the whole
+frame. A top-down track ends when its box leaves the frame (less than MIN_VISIBLE of it inside)
+or when it lands on an older track's animal (IoU above DUPLICATE_IOU). The animals of a frame
+go through the model together; a frame waits for the one before it (top-down boxes need its
+predictions), and the next frame is decoded while the model runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from animax.image.raster import project
+from animax.inference.detections import in_pixels
+from animax.inference.inputs import box_problem
+from animax.inference.predictor import prepare, whole_image_box
+from animax.inference.tracks import Tracker, box_from_mesh, iou, smooth_track, visible_fraction
+from animax.smal.model import smal_forward
+
+MIN_VISIBLE = 0.25
+DUPLICATE_IOU = 0.8
+SMOOTH_SIGMA_FRAMES = 1.5
+# Per-frame arrays a track keeps (Predictor result names); meshes are recomputed from pose and betas.
+TRACK_ARRAYS = ("keypoints2d", "keypoints3d", "joints", "betas", "pose", "cam", "cam_t_full", "focal_length",
+                "box", "visual_features", "head_features", "fused_features")
+SMOOTHED = ("keypoints2d", "keypoints3d", "joints", "betas", "pose", "cam_t_full")
+
+
+@dataclass
+class TrackResult:
+    """One animal through the sequence: `frames` [T] (indices into the sequence, consecutive),
+    `arrays` {name: [T, ...]} (TRACK_ARRAYS; after `smooth`, SMOOTHED hold the smoothed values
+    and `<name>_raw` the model's), `image_size` (W, H) of the frames."""
+    id: int
+    frames: np.ndarray
+    arrays: dict
+    image_size: tuple[int, int]
+    smoothing: float = 0.0
+
+
+@dataclass
+class _Open:
+    frames: list = field(default_factory=list)
+    results: list = field(default_factory=list)
+
+
+def _prefetched(frames, ahead: int = 2):
+    """The frames of an iterator, decoded `ahead` frames early on a background thread."""
+    iterator = iter(frames)
+    done = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="decode") as pool:
+        queue = [pool.submit(next, iterator, done) for _ in range(ahead)]
+        while True:
+            frame = queue.pop(0).result()
+            if frame is done:
+                return
+            queue.append(pool.submit(next, iterator, done))
+            yield frame
+
+
+def track_sequence(predictor, frames, first_boxes=None, frame_boxes=None, num_frames=None,
+                   progress: bool | None = None, failures: list | None = None) -> list[TrackResult]:
+    """Runs `predictor` through `frames` (uint8 RGB [H, W, 3] iterable) and returns the tracks.
+
+    first_boxes: frame 0's boxes (x1, y1, x2, y2; None: the whole frame); frame_boxes: {frame
+    index: boxes} from a file, overriding top-down boxes where given. num_frames sizes the
+    progress bar (frames/s). Boxes a file gives that cannot be cropped are appended to
+    `failures` as one line each and skipped.
+    """
+    tracker = Tracker()
+    tracks: dict[int, _Open] = {}
+    expected: dict[int, tuple] = {}           # live track id -> top-down box for the next frame
+    frame_boxes = frame_boxes or {}
+    image_size = None
+    bar = tqdm(total=num_frames, unit="frame", disable=None if progress is None else not progress, file=sys.stderr)
+    for t, image in enumerate(_prefetched(frames)):
+        height, width = image.shape[:2]
+        image_size = (width, height)
+        given = frame_boxes.get(t)
+        if given is None and t == 0:
+            given = first_boxes if first_boxes is not None else [whole_image_box(image)]
+        if given is not None:
+            boxes = []
+            for k, box in enumerate(in_pixels(b, width, height) for b in given):
+                problem = box_problem(box, width, height)
+                if problem and failures is not None:
+                    failures.append(f"frame {t}: box {k} {list(box)}: {problem}")
+                elif not problem:
+                    boxes.append(box)
+            ids = tracker.update(t, boxes)      # joined by overlap with each track's last box
+        else:
+            boxes = _top_down_boxes(expected, width, height)
+            ids = tracker.update(t, boxes, expected)
+        results = predictor.predict_animals([prepare(image, box) for box in boxes])
+        expected = {}
+        for track_id, result in zip(ids, results):
+            track = tracks.setdefault(track_id, _Open())
+            track.frames.append(t)
+            track.results.append({name: result[name] for name in TRACK_ARRAYS})
+            expected[track_id] = box_from_mesh(result["vertices"], result["cam_t"], result["box_center"],
+                                               result["box_size"])
+        bar.update(1)
+    bar.close()
+    return [TrackResult(i, np.array(track.frames), {name: np.stack([r[name] for r in track.results])
+                                                    for name in TRACK_ARRAYS}, image_size)
+            for i, track in sorted(tracks.items())]
+
+
+def _top_down_boxes(expected: dict, width, height) -> list[tuple]:
+    """The live tracks' expected boxes, less those that left the frame or duplicate an older
+    track (lower id); the tracker ends the tracks whose boxes are dropped."""
+    kept = {}
+    for track_id, box in sorted(expected.items()):
+        if visible_fraction(box, width, height) < MIN_VISIBLE:
+            continue
+        if kept and iou([box], list(kept.values())).max() > DUPLICATE_IOU:
+            continue
+        kept[track_id] = box
+    return list(kept.values())
+
+
+def smooth(track: TrackResult, body, sigma_frames: float = SMOOTH_SIGMA_FRAMES) -> TrackResult:
+    """The track with its joint rotations and camera translation smoothed over time and one shape
+    (`animax.inference.tracks.smooth_track`); keypoints and joints recomputed from them through the
+    body model, 2D keypoints projected through the full frame's camera. The model's values stay
+    as `<name>_raw`."""
+    a = track.arrays
+    pose, cam_t_full, betas = smooth_track(a["pose"], a["cam_t_full"], a["betas"], sigma_frames)
+    posed = jax.device_get(smal_forward(body, betas, pose))
+    keypoints3d = np.asarray(posed["keypoints_3d"], np.float32)
+    centre = np.asarray(track.image_size, np.float64) / 2
+    keypoints2d = np.stack([project(k + c, f, centre)[:, :2] for k, c, f in
+                            zip(keypoints3d, cam_t_full, a["focal_length"])]).astype(np.float32)
+    new = {"keypoints2d": keypoints2d, "keypoints3d": keypoints3d, "joints": np.asarray(posed["joints"], np.float32),
+           "betas": betas, "pose": pose, "cam_t_full": cam_t_full}
+    arrays = {**a, **new, **{f"{name}_raw": a[name] for name in SMOOTHED}}
+    return TrackResult(track.id, track.frames, arrays, track.image_size, float(sigma_frames))
+
+
+def jitter(keypoints2d) -> float:
+    """Mean keypoint acceleration [T, K, 2] -> pixels per frame squared: the size of the second
+    difference over time, averaged over frames and keypoints."""
+    k = np.asarray(keypoints2d, np.float64)
+    return float(np.linalg.norm(k[2:] - 2 * k[1:-1] + k[:-2], axis=-1).mean()) if len(k) > 2 else 0.0

@@ -61,13 +61,13 @@ def walker_scene(body, walker: Walker, frame: int, camera) -> scenes.Scene:
 def render_clip(walkers=ONE_WALKER, num_frames=NUM_FRAMES, size=SIZE, body=None):
     """(frames uint8 [T, H, W, 3], truth) where truth[w] holds walker w's per-frame `keypoints_2d`
     [T, K, 3] (x, y, visible in the picture), `box` [T, 4] and `mask_area` [T] of its own mask
-    (before the nearer walkers cover it) and `pose` [T, J, 3] (axis-angle, joint 0 in the camera
-    frame). Nearer walkers are drawn over farther ones."""
+    (before the nearer walkers cover it), `pose` [T, J, 3] (axis-angle, joint 0 in the camera
+    frame) and `trans` [T, 3] (placing the posed body model in the camera frame, as cam_t_full). Nearer walkers are drawn over farther ones."""
     body = load_smal() if body is None else body
     camera = _camera(*size)
     order = sorted(range(len(walkers)), key=lambda w: -walkers[w].depth)      # far to near
     frames = []
-    truth = [{"keypoints_2d": [], "box": [], "pose": [], "mask_area": []} for _ in walkers]
+    truth = [{"keypoints_2d": [], "box": [], "pose": [], "trans": [], "mask_area": []} for _ in walkers]
     for t in range(num_frames):
         picture = None
         for w in order:
@@ -80,6 +80,7 @@ def render_clip(walkers=ONE_WALKER, num_frames=NUM_FRAMES, size=SIZE, body=None)
             truth[w]["keypoints_2d"].append(found["keypoints_2d"])
             truth[w]["box"].append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
             truth[w]["pose"].append(found["pose"])
+            truth[w]["trans"].append(found["trans"])
             truth[w]["mask_area"].append(mask.sum())
         frames.append(np.round(255 * picture).astype(np.uint8))
     return np.stack(frames), [{k: np.asarray(v, np.float64) for k, v in d.items()} for d in truth]

@@ -3,12 +3,18 @@
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from animax.inference.tracks import Tracker, box_from_keypoints, iou, smooth_track
+from animax.geometry import FOCAL_LENGTH
+from animax.inference.tracks import Tracker, box_from_mesh, iou, smooth_track, visible_fraction
 
 
 def test_top_down_box_and_iou_by_hand():
-    keypoints = np.array([[10.0, 20.0], [30.0, 60.0], [20.0, 40.0]])
-    assert box_from_keypoints(keypoints, margin=0.5) == (0.0, 0.0, 40.0, 80.0)
+    """Vertices at depth f (the crop focal length) project to crop pixels xy + 128; a box of size
+    512 centred at (300, 200) maps crop pixel c to (c - 128) * 2 + (300, 200)."""
+    vertices = np.array([[-10.0, -20.0, 0.0], [10.0, 20.0, 0.0], [0.0, 5.0, 0.0]])
+    cam_t = np.array([0.0, 0.0, FOCAL_LENGTH])
+    assert box_from_mesh(vertices, cam_t, (128, 128), 256, margin=0.5) == (108.0, 88.0, 148.0, 168.0)
+    assert box_from_mesh(vertices, cam_t, (300, 200), 512, margin=0.0) == (280.0, 160.0, 320.0, 240.0)
+    assert visible_fraction((-10, 0, 10, 10), 100, 100) == 0.5
     overlap = iou([(0, 0, 10, 10), (0, 0, 2, 2)], [(5, 0, 15, 10), (20, 20, 30, 30)])
     np.testing.assert_allclose(overlap, [[50 / 150, 0.0], [0.0, 0.0]])
 

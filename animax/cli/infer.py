@@ -10,6 +10,15 @@ cam_t_full.npy, visual_features.npy, head_features.npy, fused_features.npy, mesh
 frame: vertices + cam_t_full), overlay.png (crop | mesh over crop | side view) and result.json,
 or what --outputs names.
 
+Videos (.mp4 .mov .avi .mkv .m4v .webm) and, with --sequence, image folders are sequences:
+each gets OUT/<name>/ with per-track track_<id>.npz, DeepLabCut track_<id>_DLC.h5/.csv,
+track_<id>.glb, overlay.mp4 and sequence.json (animax.inference.sequence_export). Frame 0's
+boxes come from --bbox/--boxes (else the whole frame), later frames' from the boxes file where
+it lists them (MegaDetector's video layout: "clip.mp4/frame000012.jpg"), else top-down from each
+animal's predicted mesh; ids are kept by box overlap.
+
+    python infer.py --input examples/standin_walk.mp4 --out_dir out/walk --smooth
+
 A broken input costs one line on stderr naming the file; the others are still processed and
 the exit code is 1.
 """
@@ -40,7 +49,7 @@ def _outputs(value):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                        help="image files, folders (their images, not recursive) or quoted globs")
+                        help="image files, folders (their images, not recursive), quoted globs or videos")
     parser.add_argument("--out_dir", required=True, help="output folder (created if needed)")
     parser.add_argument("--ckpt", help="checkpoint folder from convert_weights.py or training (default: the "
                                        "shipped demo model, trained on synthetic renders of the stand-in only)")
@@ -66,6 +75,12 @@ def parse_args(argv=None):
     parser.add_argument("--outputs", default=",".join(OUTPUT_KINDS), type=_outputs,
                         help="what each animal's folder gets, comma-separated from %(default)s (default: all); "
                              "arrays alone keep an accelerator busy, the overlay costs the most")
+    parser.add_argument("--sequence", action="store_true",
+                        help="treat input folders as frame sequences (images in natural name order), like videos")
+    parser.add_argument("--fps", type=float, help="frame rate of image-folder sequences (default: 30)")
+    parser.add_argument("--smooth", type=float, nargs="?", const=1.5, default=0.0, metavar="SIGMA",
+                        help="sequences: smooth joint rotations and camera over time with a Gaussian of SIGMA "
+                             "frames (default when given: %(const)s) and give each track one shape")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="animals per model call; the last batch is padded (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"),
@@ -75,6 +90,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.workers < 1:
         parser.error("--batch-size and --workers must be at least 1")
+    if args.smooth < 0 or (args.fps is not None and args.fps <= 0):
+        parser.error("--smooth must be at least 0 and --fps positive")
     return args
 
 
@@ -90,6 +107,7 @@ def main(argv=None) -> int:
                                           load_model_or_random, uses_random_weights)
     from animax.inference.predictor import Predictor
     from animax.inference.runner import run_inference
+    from animax.inference.sequence_run import run_sequences, split_sequences
 
     try:
         check_files(args.ckpt, args.smal, args.config)
@@ -98,12 +116,13 @@ def main(argv=None) -> int:
     except (ModelLoadError, BoxesFileError) as e:
         error(e)
         return 1
-    paths, failures = expand_inputs(args.input)
+    image_specs, sequence_specs = split_sequences(args.input, args.sequence)
+    paths, failures = expand_inputs(image_specs) if image_specs else ([], [])
     jobs, unlisted = plan_jobs(paths, boxes_by_name, args.bbox, args.boxes)
     failures += unlisted
     for message in failures:
         error(message)
-    if not jobs:
+    if not jobs and not sequence_specs:
         error("no images to process")
         return 1
 
@@ -121,13 +140,21 @@ def main(argv=None) -> int:
         return 1
     if args.smal is None and info["body_model"]["name"] == "standin":
         print("note: no --smal given, using the license-free stand-in quadruped", file=sys.stderr)
-    predictor = Predictor(model, variables, args.batch_size)
-    print(f"compiled the model for batches of {args.batch_size} in {predictor.compile():.1f} s", file=sys.stderr)
-    faces = variables["smal"]["model"].faces
-    summary = run_inference(predictor, jobs, args.out_dir, faces, info, workers=args.workers, outputs=args.outputs)
-    for line in summary.lines():
-        print(line)
-    return 1 if failures or summary.failures else 0
+    sequence_failures = 0
+    if jobs:
+        predictor = Predictor(model, variables, args.batch_size)
+        print(f"compiled the model for batches of {args.batch_size} in {predictor.compile():.1f} s", file=sys.stderr)
+        faces = variables["smal"]["model"].faces
+        summary = run_inference(predictor, jobs, args.out_dir, faces, info, workers=args.workers,
+                                outputs=args.outputs)
+        for line in summary.lines():
+            print(line)
+        failures += summary.failures
+    if sequence_specs:
+        sequence_failures = run_sequences(sequence_specs, model, variables, info, args.out_dir, boxes_by_name,
+                                          args.bbox, args.boxes, outputs=args.outputs, smooth=args.smooth,
+                                          fps=args.fps, max_batch=args.batch_size, report=error)
+    return 1 if failures or sequence_failures else 0
 
 
 if __name__ == "__main__":

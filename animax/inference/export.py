@@ -42,8 +42,7 @@ def write_animal(folder, result: dict, faces, overlay, info: dict, outputs=tuple
     mesh.obj holds the mesh in the full image's camera frame: vertices + cam_t_full.
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    tmp = new_folder_beside(folder)
     try:
         if "arrays" in outputs:
             for name in ARRAY_FILES:
@@ -56,13 +55,24 @@ def write_animal(folder, result: dict, faces, overlay, info: dict, outputs=tuple
             shapes = {name: list(np.shape(result[name])) for name in ARRAY_FILES}
             (tmp / RESULT_FILE).write_text(json.dumps({**info, "arrays": shapes, "files": list(files_of(outputs))},
                                                       indent=2))
-        _replace_folder(tmp, folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _replace_folder(new, target):
+def new_folder_beside(folder) -> Path:
+    """An empty hidden folder next to `folder` (parents created) to fill and then `replace_folder`
+    onto it, readable by all as a plain mkdir's would be (mkdtemp's are owner-only; reading the
+    umask would change it for the other export threads)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    tmp.chmod(0o755)
+    return tmp
+
+
+def replace_folder(new, target):
     """Renames `new` onto `target`; an existing target is moved aside first and then deleted
     (os.replace cannot replace a non-empty folder)."""
     old = None

@@ -1,7 +1,7 @@
 """Animals through a frame sequence: boxes, model, tracks, smoothing.
 
     sequence = open_sequence("clip.mp4")
-    tracks = track_sequence(predictor, sequence.frames(), first_boxes=[(40, 60, 360, 300)])
+    tracks, num_frames = track_sequence(predictor, sequence.frames(), first_boxes=[(40, 60, 360, 300)])
     tracks = [smooth(t, body) for t in tracks]            # optional
     tracks[0].arrays["keypoints2d"]                       # [T, 26, 2] pixels of the frames
 
@@ -74,8 +74,8 @@ def _prefetched(frames, ahead: int = 2):
 
 
 def track_sequence(predictor, frames, first_boxes=None, frame_boxes=None, num_frames=None,
-                   progress: bool | None = None, failures: list | None = None) -> list[TrackResult]:
-    """Runs `predictor` through `frames` (uint8 RGB [H, W, 3] iterable) and returns the tracks.
+                   progress: bool | None = None, failures: list | None = None) -> tuple[list[TrackResult], int]:
+    """Runs `predictor` through `frames` (uint8 RGB [H, W, 3] iterable); returns (tracks, frames read).
 
     first_boxes: frame 0's boxes (x1, y1, x2, y2; None: the whole frame); frame_boxes: {frame
     index: boxes} from a file, overriding top-down boxes where given. num_frames sizes the
@@ -86,7 +86,7 @@ def track_sequence(predictor, frames, first_boxes=None, frame_boxes=None, num_fr
     tracks: dict[int, _Open] = {}
     expected: dict[int, tuple] = {}           # live track id -> top-down box for the next frame
     frame_boxes = frame_boxes or {}
-    image_size = None
+    image_size, read = None, 0
     bar = tqdm(total=num_frames, unit="frame", disable=None if progress is None else not progress, file=sys.stderr)
     for t, image in enumerate(_prefetched(frames)):
         height, width = image.shape[:2]
@@ -114,11 +114,12 @@ def track_sequence(predictor, frames, first_boxes=None, frame_boxes=None, num_fr
             track.results.append({name: result[name] for name in TRACK_ARRAYS})
             expected[track_id] = box_from_mesh(result["vertices"], result["cam_t"], result["box_center"],
                                                result["box_size"])
+        read += 1
         bar.update(1)
     bar.close()
     return [TrackResult(i, np.array(track.frames), {name: np.stack([r[name] for r in track.results])
                                                     for name in TRACK_ARRAYS}, image_size)
-            for i, track in sorted(tracks.items())]
+            for i, track in sorted(tracks.items())], read
 
 
 def _top_down_boxes(expected: dict, width, height) -> list[tuple]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import jax
@@ -27,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from animax.image.raster import render
-from animax.inference.export import _replace_folder
+from animax.inference.export import new_folder_beside, replace_folder
 from animax.inference.frames import VideoWriter
 from animax.inference.gltf import CAMERA_TO_GLTF, write_glb
 from animax.inference.overlay import KEYPOINT_RADIUS, MESH_OPACITY, keypoint_colors
@@ -57,8 +56,7 @@ def write_sequence(folder, tracks, body, fps: float, num_frames: int, info: dict
     sequence; info: JSON-ready metadata for sequence.json; frames: a fresh iterator of the
     sequence's frames, needed for "overlay" (the video is read a second time)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    tmp = new_folder_beside(folder)
     try:
         for track in tracks:
             if "arrays" in outputs:
@@ -80,7 +78,7 @@ def write_sequence(folder, tracks, body, fps: float, num_frames: int, info: dict
                                   for t in tracks],
                        "files": files}
             (tmp / SEQUENCE_FILE).write_text(json.dumps(summary, indent=2))
-        _replace_folder(tmp, folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

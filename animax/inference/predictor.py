@@ -6,7 +6,8 @@
     animals[0]["keypoints2d"]                                    # [26, 2] pixels of the image
 
 Every call runs one function compiled ahead of time for a fixed batch shape (the last batch
-is padded), so the model compiles exactly once per Predictor.
+is padded), so the model compiles exactly once per Predictor. The batch is split over all local
+devices (`jax.sharding`, data parallel), the weights replicated on each.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from animax.geometry import CROP_SIZE, cam_crop_to_full, full_image_focal_length
 from animax.image.crop import apply_affine, crop, crop_transform, square_box
@@ -72,10 +75,16 @@ class Predictor:
       box [4], box_center [2], box_size [], image_size [2] (W, H).
     """
 
-    def __init__(self, model, variables, batch_size: int = 8):
+    def __init__(self, model, variables, batch_size: int = 8, devices=None):
+        """devices: where the batch is split (default: all local devices). Each call's batch is
+        padded to `batch_size` rounded up to a multiple of their number; the weights are
+        replicated on each device once, here."""
         self.model = model
-        self.variables = variables
         self.batch_size = batch_size
+        devices = list(jax.local_devices() if devices is None else devices)
+        self.mesh = Mesh(np.array(devices), ("data",))
+        self.padded_size = -(-batch_size // len(devices)) * len(devices)
+        self.variables = jax.device_put(variables, NamedSharding(self.mesh, P()))
         self._compiled = None
 
     def compile(self) -> float:
@@ -83,11 +92,12 @@ class Predictor:
         if self._compiled is not None:
             return 0.0
         start = time.perf_counter()
+        split = NamedSharding(self.mesh, P("data"))
 
         def batch(*shape):
-            return jax.ShapeDtypeStruct((self.batch_size,) + shape, jnp.float32)
+            return jax.ShapeDtypeStruct((self.padded_size,) + shape, jnp.float32, sharding=split)
 
-        forward = jax.jit(functools.partial(_forward, self.model))
+        forward = jax.jit(functools.partial(_forward, self.model), out_shardings=split)
         self._compiled = forward.lower(self.variables, batch(CROP_SIZE, CROP_SIZE, 3), batch(2), batch(),
                                        batch(2)).compile()
         return time.perf_counter() - start
@@ -106,11 +116,12 @@ class Predictor:
 
     def _predict_batch(self, animals) -> list[dict]:
         n = len(animals)
-        pad = self.batch_size - n
+        pad = self.padded_size - n
 
         def stacked(values, fill):
             values = np.stack([np.asarray(v, np.float32) for v in values])
-            return np.concatenate([values, np.full((pad,) + values.shape[1:], fill, np.float32)])
+            values = np.concatenate([values, np.full((pad,) + values.shape[1:], fill, np.float32)])
+            return jax.device_put(values, NamedSharding(self.mesh, P("data")))     # one slice per device
 
         self.compile()
         out = self._compiled(self.variables, stacked([a.crop for a in animals], 0.0),

@@ -43,8 +43,9 @@ def test_eight_devices_give_one_devices_results():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["spread"] == 8 and result["count"] == 5
     # Same arithmetic per crop; only XLA's blocking of the per-device batch (1 vs 6 rows) may
-    # reorder float32 sums: a few ulp per op through 4 blocks, measured 7e-6 of each output's
-    # scale (2^-23 = 1.2e-7 per op), bound 1e-4 (a misplaced slice is off by O(1)). The head crop is then resampled where those
-    # keypoints land: a 1e-3 px shift on these random-noise images (pixel-to-pixel steps of up to
-    # ~4 normalised units) changes the head features by ~1e-4 of their scale; bound 2e-3.
+    # reorder float32 sums: a few ulp (2^-23 = 1.2e-7) per op through 4 blocks, measured 7e-6 of
+    # each output's scale, bound 1e-4 (a misplaced slice is off by O(1)). The head crop is then
+    # resampled where those keypoints land: a 1e-3 px shift on these random-noise images
+    # (pixel-to-pixel steps of up to ~4 normalised units) moves the head features by ~1e-4 of
+    # their scale; bound 2e-3.
     assert result["body"] < 1e-4 and result["head"] < 2e-3, result

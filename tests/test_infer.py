@@ -317,6 +317,22 @@ def test_crop_matches_opencv_with_skimage_antialiasing():
         assert np.abs(crop - reference).max() <= 1.0, box
 
 
+def test_a_negligible_blur_is_skipped_within_its_bound():
+    """A 640-pixel box blurs with sigma 0.125, whose side taps weigh 1.3e-14: skipping the blur
+    must stay within NEGLIGIBLE_BLUR x 255 grey levels of blurring (scipy); a slightly larger
+    sigma (0.2: side taps 3.7e-6) must still blur."""
+    import scipy.ndimage
+
+    from animax.image.crop import NEGLIGIBLE_BLUR, antialias_sigma, blur_is_negligible, crop_transform, warp_affine
+    image = smooth_image(480, 640, seed=3)
+    assert blur_is_negligible(antialias_sigma(640)) and not blur_is_negligible(0.2)
+    transform = crop_transform(np.array([320.0, 240.0]), 640.0)
+    blurred = scipy.ndimage.gaussian_filter(image.astype(np.float32), sigma=(0.125, 0.125, 0), mode="nearest",
+                                            truncate=4.0)
+    skipped = warp_affine(image, transform, sigma=0.125)
+    assert np.abs(skipped - warp_affine(blurred, transform)).max() <= NEGLIGIBLE_BLUR * 255
+
+
 # The rasteriser and the overlay.
 def test_rasterizer_matches_a_brute_force_reference():
     rng = np.random.default_rng(0)

@@ -452,3 +452,27 @@ def test_outputs_chooses_the_files_and_skips_the_overlay(tmp_path):
     with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(io.StringIO()):
         infer.main(["--input", str(EXAMPLE), "--out_dir", str(out), "--outputs", "arrays,video"])
     assert exit_info.value.code == 2
+
+
+def test_arrays_file_holds_every_animal_in_input_order(batch_run, tmp_path):
+    """The batch run's inputs again with --arrays-file and arrays only: no folders, one .npz whose
+    valid rows equal the .npy files of the batch run's folders (same model, same crops)."""
+    target = tmp_path / "all.npz"
+    folder = batch_run.folder
+    code, lines = run_cli(["--input", folder / "rgb.jpg", folder / "text.jpg", folder / "multi.png",
+                           "--boxes", batch_run.root / "boxes.json", "--out_dir", tmp_path / "out",
+                           "--batch-size", BATCH, "--workers", 2, "--random-weights", "--outputs", "arrays",
+                           "--arrays-file", target])
+    multi_ok = [f"multi_{k}" in EXPORTED for k in range(len(MULTI_BOXES_XYWH))]
+    assert code == 1 and len(error_lines(lines)) == 1 + multi_ok.count(False)     # text.jpg, bad boxes
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.npz"]  # no temporaries left
+    data = np.load(target)
+    names = [Path(p).name for p in data["image"]]
+    assert names == ["rgb.jpg", "text.jpg"] + ["multi.png"] * len(MULTI_BOXES_XYWH)
+    assert data["valid"].tolist() == [True, False] + multi_ok
+    assert data["box_index"].tolist() == [0, 0] + list(range(len(MULTI_BOXES_XYWH)))
+    for row, folder_name in [(0, "rgb"), (2, "multi_0"), (3, "multi_1")]:
+        for name in export.ARRAY_FILES:
+            np.testing.assert_array_equal(data[name][row], np.load(batch_run.out / folder_name / f"{name}.npy"))
+    assert not data["vertices"][1].any()

@@ -75,6 +75,9 @@ def parse_args(argv=None):
     parser.add_argument("--outputs", default=",".join(OUTPUT_KINDS), type=_outputs,
                         help="what each animal's folder gets, comma-separated from %(default)s (default: all); "
                              "arrays alone keep an accelerator busy, the overlay costs the most")
+    parser.add_argument("--arrays-file", metavar="FILE.npz",
+                        help="images: every animal's arrays in one .npz (row r = animal r in input order; "
+                             "'valid', 'image', 'box_index' say which) instead of .npy files in each folder")
     parser.add_argument("--sequence", action="store_true",
                         help="treat input folders as frame sequences (images in natural name order), like videos")
     parser.add_argument("--fps", type=float, help="frame rate of image-folder sequences (default: 30)")
@@ -146,7 +149,7 @@ def main(argv=None) -> int:
         print(f"compiled the model for batches of {args.batch_size} in {predictor.compile():.1f} s", file=sys.stderr)
         faces = variables["smal"]["model"].faces
         summary = run_inference(predictor, jobs, args.out_dir, faces, info, workers=args.workers,
-                                outputs=args.outputs)
+                                outputs=args.outputs, arrays_file=args.arrays_file)
         for line in summary.lines():
             print(line)
         failures += summary.failures

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +91,42 @@ def remove_stale(folder) -> None:
     folder = Path(folder)
     if folder.is_dir() and all(p.is_file() and p.name in FILES for p in folder.iterdir()):
         shutil.rmtree(folder)
+
+
+class ArraysFile:
+    """The arrays of a whole run in one .npz instead of .npy files per folder: row r of each
+    array (ARRAY_FILES) is animal r, plus `valid` [N] (False where that animal failed), `image`
+    [N] (input paths) and `box_index` [N]. Rows are filled from the export threads into
+    memory-mapped files beside the target, so memory stays flat; `close` zips them into place
+    atomically and `abort` leaves nothing."""
+
+    def __init__(self, path, images, box_indices):
+        self.path = Path(path)
+        self.tmp = new_folder_beside(self.path)
+        self.images, self.box_indices = list(images), np.asarray(box_indices, np.int32)
+        self.valid = np.zeros(len(self.images), bool)
+        self.arrays = {}
+        self.lock = threading.Lock()
+
+    def put(self, row: int, result: dict) -> None:
+        with self.lock:             # the files are made with the first result, whose shapes they take
+            if not self.arrays:
+                self.arrays = {name: np.lib.format.open_memmap(self.tmp / f"{name}.npy", "w+", np.float32,
+                                                               (len(self.images),) + np.shape(result[name]))
+                               for name in ARRAY_FILES}
+        # Rows are distinct per animal: filling them needs no lock.
+        for name, array in self.arrays.items():
+            array[row] = result[name]
+        self.valid[row] = True
+
+    def close(self) -> None:
+        partial = self.tmp / f".{self.path.name}"
+        with open(partial, "wb") as f:
+            np.savez(f, valid=self.valid, image=np.array(self.images, str), box_index=self.box_indices,
+                     **self.arrays)
+        os.replace(partial, self.path)
+        self.abort()
+
+    def abort(self) -> None:
+        self.arrays = {}
+        shutil.rmtree(self.tmp, ignore_errors=True)

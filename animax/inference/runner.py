@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from animax.inference.export import OUTPUTS, remove_stale, write_animal
+from animax.inference.export import OUTPUTS, ArraysFile, remove_stale, write_animal
 from animax.inference.detections import in_pixels
 from animax.inference.inputs import ImageJob, box_problem
 from animax.inference.overlay import overlay_image
@@ -61,8 +61,17 @@ class _Loaded:
 class _Run:
     """State shared by the threads of one `run_inference` call."""
 
-    def __init__(self, jobs, out_dir, faces, info, progress, outputs):
+    def __init__(self, jobs, out_dir, faces, info, progress, outputs, arrays_file):
         self.out_dir, self.faces, self.info, self.outputs = Path(out_dir), np.asarray(faces), info, outputs
+        self.arrays_file = None
+        self.first_row = {}                 # job -> its first row in the arrays file
+        if arrays_file is not None:
+            rows = 0
+            for job in jobs:
+                self.first_row[job], rows = rows, rows + job.num_animals
+            self.arrays_file = ArraysFile(arrays_file, [str(j.path) for j in jobs for _ in range(j.num_animals)],
+                                          [k for j in jobs for k in range(j.num_animals)])
+            self.outputs = tuple(kind for kind in outputs if kind != "arrays")     # the file has them
         self.summary = RunSummary()
         self.lock = threading.Lock()
         self.remaining = {job: job.num_animals for job in jobs}     # animals not yet finished
@@ -137,7 +146,11 @@ class _Run:
             info = {"input": str(job.path), "image_size": list(animal.image_size), "box_index": box_index,
                     "box": animal.box.tolist(), "box_center": animal.center.tolist(), "box_size": animal.size,
                     "focal_length": float(result["focal_length"]), "timings_s": timings, **self.info}
-            write_animal(self.out_dir / job.folder_name(box_index), result, self.faces, overlay, info, self.outputs)
+            if self.arrays_file is not None:
+                self.arrays_file.put(self.first_row[job] + box_index, result)
+            if self.outputs:
+                write_animal(self.out_dir / job.folder_name(box_index), result, self.faces, overlay, info,
+                             self.outputs)
         except Exception as e:                # one animal's export error must not stop the others
             self.fail(job, f"{job.path}: box {box_index}: cannot write output ({type(e).__name__}: {e})", [box_index])
             return
@@ -147,16 +160,33 @@ class _Run:
 
 
 def run_inference(predictor, jobs, out_dir, faces, info: dict, workers: int = 4,
-                  progress: bool | None = None, outputs=tuple(OUTPUTS)) -> RunSummary:
+                  progress: bool | None = None, outputs=tuple(OUTPUTS), arrays_file=None) -> RunSummary:
     """Runs `predictor` on every box of every job and exports each animal to OUT/<folder>/.
 
     faces [F, 3] of the body model (mesh.obj, overlay); info: JSON-ready metadata copied into
     every result.json (checkpoint, body model, ...). progress None shows the bar on terminals.
     outputs: what each folder gets (keys of export.OUTPUTS; the overlay is rendered only if asked).
+    arrays_file: a .npz path that gets every animal's arrays (`export.ArraysFile`) instead of
+    the folders; written only when the run ends, and not at all if it is interrupted.
     Failure lines go to stderr as they happen and are returned in the summary.
     """
     start = time.perf_counter()
-    run = _Run(jobs, out_dir, faces, info, progress, outputs)
+    run = _Run(jobs, out_dir, faces, info, progress, outputs, arrays_file)
+    try:
+        _pipeline(run, predictor, jobs, workers)
+    except BaseException:
+        if run.arrays_file is not None:
+            run.arrays_file.abort()
+        raise
+    if run.arrays_file is not None:
+        run.arrays_file.close()
+    run.bar.close()
+    run.summary.wall_s = time.perf_counter() - start
+    return run.summary
+
+
+def _pipeline(run: _Run, predictor, jobs, workers):
+    """Loading ahead in one pool, full model batches here, export behind in another pool."""
     batch_size = predictor.batch_size
     with ThreadPoolExecutor(workers, thread_name_prefix="load") as loaders, \
             ThreadPoolExecutor(workers, thread_name_prefix="export") as exporters:
@@ -195,6 +225,3 @@ def run_inference(predictor, jobs, out_dir, faces, info: dict, workers: int = 4,
             run_batch(pending)
         for future in exporting:
             future.result()
-    run.bar.close()
-    run.summary.wall_s = time.perf_counter() - start
-    return run.summary

@@ -12,7 +12,9 @@ frame before; else every live track's top-down box (the box of its mesh predicte
 frame. A top-down track ends when its box leaves the frame (less than MIN_VISIBLE of it inside)
 or when it lands on an older track's animal (IoU above DUPLICATE_IOU). The animals of a frame
 go through the model together; a frame waits for the one before it (top-down boxes need its
-predictions), and the next frame is decoded while the model runs.
+predictions), and the next frame is decoded while the model runs. Frames are not kept; each
+track keeps its per-frame arrays (TRACK_ARRAYS, about 12 KB a frame, features included), and
+meshes are rebuilt from pose and betas when written.
 """
 
 from __future__ import annotations

@@ -35,8 +35,11 @@ def model_config() -> ml_collections.ConfigDict:
     enc.min_size = 32.0             # smallest box side, in pixels of the 256 crop
 
     fusion = model.fusion = ml_collections.ConfigDict()
-    fusion.hidden = 1024
+    fusion.kind = "mlp"             # "mlp" | "transformer" (animax.models.fusion.FUSIONS)
     fusion.features = 512           # fused feature size
+    fusion.hidden = 1024            # mlp: hidden width
+    fusion.transformer = ml_collections.ConfigDict(
+        {"dim": 256, "depth": 2, "heads": 4, "mlp_dim": 512})   # transformer: tokens, blocks
 
     cls = model.class_head = ml_collections.ConfigDict()
     cls.hidden = 4096               # AniMer's class-token head widths

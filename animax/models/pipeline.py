@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from animax.geometry import project_to_crop, weak_cam_to_translation
 from animax.models import vit
 from animax.models.class_head import ClassTokenHead
-from animax.models.fusion import Fusion, smal_parameter_vector
+from animax.models.fusion import make_fusion, smal_parameter_vector
 from animax.models.head_encoder import HeadEncoder
 from animax.models.smal_head import SMALHead
 from animax.smal.model import SMALModel, smal_forward
@@ -56,7 +56,7 @@ class Pipeline(nn.Module):
         enc = cfg.head_encoder
         self.head_encoder = HeadEncoder(widths=tuple(enc.widths), features=enc.features, crop=enc.crop,
                                         margin=enc.margin, min_size=enc.min_size, dtype=dtype)
-        self.fusion = Fusion(hidden=cfg.fusion.hidden, features=cfg.fusion.features, dtype=dtype)
+        self.fusion = make_fusion(cfg.fusion, dtype)
         self.smal = self.variable("smal", "model", lambda: self.body_model)
 
     def __call__(self, images, train: bool = False):

@@ -198,3 +198,28 @@ def random_params(module, *args, seed=0, **kwargs):
         return ((name == "scale") + 0.05 * noise).astype(np.float32)
 
     return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def np_block(p, x, heads):
+    """ViTPose block in float64 NumPy. x [B, N, W]."""
+    head_dim = x.shape[-1] // heads
+    qkv = dense(layer_norm(x, p["norm1"], 1e-6), p["attn"]["qkv"])
+    q, k, v = (split_heads(t, heads) for t in np.split(qkv, 3, axis=-1))
+    x = x + dense(attention(q / np.sqrt(head_dim), k, v), p["attn"]["proj"])
+    return x + dense(gelu(dense(layer_norm(x, p["norm2"], 1e-6), p["mlp"]["fc1"])), p["mlp"]["fc2"])
+
+
+def np_vit(p, images, heads, depth, patch=16, pad=2):
+    """Whole backbone in float64 NumPy; the padded convolution as patches of the padded image."""
+    img = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    b, hp, wp, c = img.shape
+    h, w = (hp - patch) // patch + 1, (wp - patch) // patch + 1
+    patches = img[:, :h * patch, :w * patch].reshape(b, h, patch, w, patch, c)
+    x = np.einsum("bipjqc,pqcd->bijd", patches, p["patch_embed"]["proj"]["kernel"]) + p["patch_embed"]["proj"]["bias"]
+    x = x.reshape(b, h * w, -1)
+    x = x + p["pos_embed"][:, 1:] + p["pos_embed"][:, :1]
+    x = np.concatenate([np.broadcast_to(p["cls_token"], (b, 1, x.shape[-1])), x], axis=1)
+    for i in range(depth):
+        x = np_block(p[f"blocks_{i}"], x, heads)
+    x = layer_norm(x, p["last_norm"], 1e-6)
+    return {"feature_map": x[:, 1:].reshape(b, h, w, -1), "cls_token": x[:, 0], "patch_tokens": x[:, 1:]}

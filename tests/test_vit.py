@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from animax.models import vit
-from nn_reference import (U, attention, dense, f32_tol, f64, gelu, layer_norm, random_params, rel_err, split_heads,
-                          vit_block_steps)
+from nn_reference import U, f32_tol, f64, np_block, np_vit, random_params, rel_err, vit_block_steps
 from torch_reference import random_state, to_flax_variables, torch_block, torch_vit, torch_vit_shapes
 
 TINY = dict(width=64, depth=2, num_heads=4, mlp_dim=256)
@@ -16,31 +15,6 @@ IMAGE_SHAPE = (2, 64, 48, 3)  # padding 2 -> a 4 x 3 token grid
 BLOCK_STEPS = vit_block_steps(64, 4, 256, 13)  # float32 steps for f32_tol
 # The tiny ViT: 16 x 16 x 3 patch embedding, position add, two blocks over 13 tokens, last_norm.
 VIT_STEPS = (16 * 16 * 3, 1, *BLOCK_STEPS * TINY["depth"], 64, 64, 1)
-
-
-def np_block(p, x, heads):
-    """ViTPose block in float64 NumPy. x [B, N, W]."""
-    head_dim = x.shape[-1] // heads
-    qkv = dense(layer_norm(x, p["norm1"], 1e-6), p["attn"]["qkv"])
-    q, k, v = (split_heads(t, heads) for t in np.split(qkv, 3, axis=-1))
-    x = x + dense(attention(q / np.sqrt(head_dim), k, v), p["attn"]["proj"])
-    return x + dense(gelu(dense(layer_norm(x, p["norm2"], 1e-6), p["mlp"]["fc1"])), p["mlp"]["fc2"])
-
-
-def np_vit(p, images, heads, depth, patch=16, pad=2):
-    """Whole backbone in float64 NumPy; the padded convolution as patches of the padded image."""
-    img = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    b, hp, wp, c = img.shape
-    h, w = (hp - patch) // patch + 1, (wp - patch) // patch + 1
-    patches = img[:, :h * patch, :w * patch].reshape(b, h, patch, w, patch, c)
-    x = np.einsum("bipjqc,pqcd->bijd", patches, p["patch_embed"]["proj"]["kernel"]) + p["patch_embed"]["proj"]["bias"]
-    x = x.reshape(b, h * w, -1)
-    x = x + p["pos_embed"][:, 1:] + p["pos_embed"][:, :1]
-    x = np.concatenate([np.broadcast_to(p["cls_token"], (b, 1, x.shape[-1])), x], axis=1)
-    for i in range(depth):
-        x = np_block(p[f"blocks_{i}"], x, heads)
-    x = layer_norm(x, p["last_norm"], 1e-6)
-    return {"feature_map": x[:, 1:].reshape(b, h, w, -1), "cls_token": x[:, 0], "patch_tokens": x[:, 1:]}
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,10 @@ def model_config() -> ml_collections.ConfigDict:
     head.rest_init = False          # from-scratch start: pose from the rest pose, readouts near 0 (not AniMer)
 
     enc = model.head_encoder = ml_collections.ConfigDict()
-    enc.widths = (32, 64, 128, 256, 512)  # conv stage widths (each stage halves the resolution)
+    enc.kind = "cnn"                # "cnn" | "vit" (animax.models.head_encoder.HEAD_ENCODERS)
+    enc.widths = (32, 64, 128, 256, 512)  # cnn: conv stage widths (each stage halves the resolution)
+    enc.vit = ml_collections.ConfigDict(  # vit: the backbone's ViT, small, over the head crop
+        {"width": 192, "depth": 4, "num_heads": 3, "mlp_dim": 768, "patch_size": 16})
     enc.features = 768              # head feature size
     enc.crop = 224                  # head crop resolution
     enc.margin = 0.4                # box side = head keypoint extent x (1 + margin)

@@ -1,4 +1,5 @@
-"""The head branch: a box around the projected head keypoints, a 224x224 crop, a light CNN.
+"""The head branch: a box around the projected head keypoints, a 224x224 crop, a light CNN (or a
+small ViT).
 
 The box and crop live inside the jitted graph. The crop is bilinear sampling written as two
 small matrix products (rows, then columns), which is exact, differentiable in the image and
@@ -13,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from animax.models.vit import ViT
 from animax.smal.constants import HEAD_KEYPOINTS
 
 
@@ -50,20 +52,36 @@ def crop_and_resize(images, boxes, out_size: int = 224):
     return jnp.einsum("bjw,biwc->bijc", cols, out)
 
 
+HEAD_ENCODERS = ("cnn", "vit")
+
+
 class HeadEncoder(nn.Module):
-    """Light CNN over the head crop: strided 3x3 conv stages with GroupNorm, pooled to `features`."""
+    """The head crop encoded to `features` by one of HEAD_ENCODERS (`model.head_encoder.kind`):
+
+    - "cnn": light CNN, strided 3x3 conv stages with GroupNorm, mean-pooled, projected;
+    - "vit": a small ViT (the backbone's own `vit.ViT`: patch embedding, sin-cos positions,
+      pre-norm blocks; `vit` = dict(width, depth, num_heads, mlp_dim, patch_size)), its patch
+      tokens mean-pooled and projected.
+    """
     widths: Sequence[int] = (32, 64, 128, 256, 512)
     features: int = 768
     crop: int = 224
     margin: float = 0.4
     min_size: float = 32.0
+    kind: str = "cnn"
+    vit: dict | None = None
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, images, keypoints_2d):
         """images [B,S,S,3] normalised crop, keypoints_2d [B,K,2] -> (features [B,768], box [B,4])."""
+        if self.kind not in HEAD_ENCODERS:
+            raise ValueError(f"model.head_encoder.kind: {self.kind!r} is not one of {list(HEAD_ENCODERS)}")
         box = head_box(keypoints_2d, crop_size=images.shape[1], margin=self.margin, min_size=self.min_size)
         x = crop_and_resize(images, box, self.crop).astype(self.dtype)
+        if self.kind == "vit":
+            tokens = ViT(**self.vit, patch_padding=0, dtype=self.dtype, name="vit")(x)["patch_tokens"]
+            return nn.Dense(self.features, dtype=self.dtype, name="proj")(tokens.mean(axis=1)).astype(jnp.float32), box
         for i, width in enumerate(self.widths):
             x = nn.Conv(width, (3, 3), strides=2, padding=1, dtype=self.dtype, name=f"conv{i}")(x)
             x = nn.GroupNorm(num_groups=min(32, width // 4), dtype=jnp.float32, name=f"norm{i}")(x)

@@ -54,8 +54,10 @@ class Pipeline(nn.Module):
         self.class_token_head = ClassTokenHead(hidden_dim=cfg.class_head.hidden,
                                                output_dim=cfg.class_head.features, dtype=dtype)
         enc = cfg.head_encoder
+        vit_head = enc.get("vit")
         self.head_encoder = HeadEncoder(widths=tuple(enc.widths), features=enc.features, crop=enc.crop,
-                                        margin=enc.margin, min_size=enc.min_size, dtype=dtype)
+                                        margin=enc.margin, min_size=enc.min_size, kind=enc.get("kind", "cnn"),
+                                        vit=None if vit_head is None else dict(vit_head), dtype=dtype)
         self.fusion = make_fusion(cfg.fusion, dtype)
         self.smal = self.variable("smal", "model", lambda: self.body_model)
 

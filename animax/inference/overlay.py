@@ -34,6 +34,20 @@ def keypoint_colors(count):
     return [tuple(int(255 * c) for c in color) for color in rgb]
 
 
+def blend_mesh(picture, shaded, mask):
+    """The shaded mesh [H, W, 3] (0..1) laid over a picture [H, W, 3] (0..255) where `mask`
+    covers it, at MESH_OPACITY -> float [H, W, 3] (0..255)."""
+    alpha = MESH_OPACITY * mask[..., None]
+    return (1 - alpha) * np.asarray(picture, np.float64) + alpha * 255 * shaded
+
+
+def draw_keypoints(draw, points, dx=0.0):
+    """Each keypoint [K, 2] (pixels) as a dot in its `keypoint_colors` colour, shifted by dx."""
+    r = KEYPOINT_RADIUS
+    for (x, y), color in zip(points, keypoint_colors(len(points))):
+        draw.ellipse([x + dx - r, y - r, x + dx + r, y + r], fill=color, outline=(0, 0, 0))
+
+
 def side_view(vertices, size=CROP_SIZE):
     """Camera-frame vertices [V, 3] turned 90 degrees about the vertical (y) axis around their
     centroid, then moved to a depth where they span SIDE_VIEW_FILL of a size x size view."""
@@ -54,8 +68,7 @@ def overlay_image(crop, vertices, cam_t, faces, keypoints2d_crop, head_box):
     center = (size / 2.0, size / 2.0)
     focal = FOCAL_LENGTH * size / CROP_SIZE
     shaded, mask = render(np.asarray(vertices) + np.asarray(cam_t), faces, focal, center, size, size)
-    alpha = MESH_OPACITY * mask[..., None]
-    mesh_panel = np.round((1 - alpha) * crop + alpha * 255 * shaded).astype(np.uint8)
+    mesh_panel = np.round(blend_mesh(crop, shaded, mask)).astype(np.uint8)
     side_shaded, side_mask = render(side_view(vertices, size), faces, focal, center, size, size)
     side_panel = np.where(side_mask[..., None], np.round(255 * side_shaded), BACKGROUND).astype(np.uint8)
 
@@ -64,7 +77,5 @@ def overlay_image(crop, vertices, cam_t, faces, keypoints2d_crop, head_box):
     draw.rectangle([float(v) for v in head_box], outline=HEAD_BOX_COLOR, width=2)
     points = (np.asarray(keypoints2d_crop, np.float64) + 0.5) * size
     for offset in (0, size):
-        for (x, y), color in zip(points, keypoint_colors(len(points))):
-            r = KEYPOINT_RADIUS
-            draw.ellipse([x + offset - r, y - r, x + offset + r, y + r], fill=color, outline=(0, 0, 0))
+        draw_keypoints(draw, points, offset)
     return np.asarray(picture)

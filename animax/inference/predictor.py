@@ -82,9 +82,10 @@ class Predictor:
         self.model = model
         self.batch_size = batch_size
         devices = list(jax.local_devices() if devices is None else devices)
-        self.mesh = Mesh(np.array(devices), ("data",))
+        mesh = Mesh(np.array(devices), ("data",))
+        self.split = NamedSharding(mesh, P("data"))          # the batch axis over the devices
         self.padded_size = -(-batch_size // len(devices)) * len(devices)
-        self.variables = jax.device_put(variables, NamedSharding(self.mesh, P()))
+        self.variables = jax.device_put(variables, NamedSharding(mesh, P()))
         self._compiled = None
 
     def compile(self) -> float:
@@ -92,12 +93,11 @@ class Predictor:
         if self._compiled is not None:
             return 0.0
         start = time.perf_counter()
-        split = NamedSharding(self.mesh, P("data"))
 
         def batch(*shape):
-            return jax.ShapeDtypeStruct((self.padded_size,) + shape, jnp.float32, sharding=split)
+            return jax.ShapeDtypeStruct((self.padded_size,) + shape, jnp.float32, sharding=self.split)
 
-        forward = jax.jit(functools.partial(_forward, self.model), out_shardings=split)
+        forward = jax.jit(functools.partial(_forward, self.model), out_shardings=self.split)
         self._compiled = forward.lower(self.variables, batch(CROP_SIZE, CROP_SIZE, 3), batch(2), batch(),
                                        batch(2)).compile()
         return time.perf_counter() - start
@@ -121,7 +121,7 @@ class Predictor:
         def stacked(values, fill):
             values = np.stack([np.asarray(v, np.float32) for v in values])
             values = np.concatenate([values, np.full((pad,) + values.shape[1:], fill, np.float32)])
-            return jax.device_put(values, NamedSharding(self.mesh, P("data")))     # one slice per device
+            return jax.device_put(values, self.split)     # one slice per device
 
         self.compile()
         out = self._compiled(self.variables, stacked([a.crop for a in animals], 0.0),

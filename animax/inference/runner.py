@@ -146,11 +146,11 @@ class _Run:
             info = {"input": str(job.path), "image_size": list(animal.image_size), "box_index": box_index,
                     "box": animal.box.tolist(), "box_center": animal.center.tolist(), "box_size": animal.size,
                     "focal_length": float(result["focal_length"]), "timings_s": timings, **self.info}
-            if self.arrays_file is not None:
-                self.arrays_file.put(self.first_row[job] + box_index, result)
             if self.outputs:
                 write_animal(self.out_dir / job.folder_name(box_index), result, self.faces, overlay, info,
                              self.outputs)
+            if self.arrays_file is not None:      # last: a row is valid only if all of the animal's export is
+                self.arrays_file.put(self.first_row[job] + box_index, result)
         except Exception as e:                # one animal's export error must not stop the others
             self.fail(job, f"{job.path}: box {box_index}: cannot write output ({type(e).__name__}: {e})", [box_index])
             return

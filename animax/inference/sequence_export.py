@@ -29,7 +29,7 @@ from animax.image.raster import render
 from animax.inference.export import new_folder_beside, replace_folder
 from animax.inference.frames import VideoWriter
 from animax.inference.gltf import CAMERA_TO_GLTF, write_glb
-from animax.inference.overlay import KEYPOINT_RADIUS, MESH_OPACITY, keypoint_colors
+from animax.inference.overlay import blend_mesh, draw_keypoints
 from animax.smal.constants import KEYPOINT_NAMES
 from animax.smal.model import smal_forward
 
@@ -118,7 +118,6 @@ def write_overlay_video(path, frames, tracks, body, fps: float) -> None:
             by_frame.setdefault(int(t), []).append((track, i))
     slots = max((len(v) for v in by_frame.values()), default=1)
     num_betas = tracks[0].arrays["betas"].shape[-1] if tracks else body.num_betas
-    colors = keypoint_colors(len(KEYPOINT_NAMES))
     with VideoWriter(path, fps) as video:
         for t, image in enumerate(frames):
             present = by_frame.get(t, [])
@@ -135,15 +134,11 @@ def write_overlay_video(path, frames, tracks, body, fps: float) -> None:
                     shaded, mask = render(vertices[s] + a["cam_t_full"][i], body.faces, float(a["focal_length"][i]),
                                           (width / 2, height / 2), height, width,
                                           color=np.array(TRACK_COLORS[track.id % len(TRACK_COLORS)]) / 255)
-                    alpha = MESH_OPACITY * mask[..., None]
-                    picture = (1 - alpha) * picture + alpha * 255 * shaded
+                    picture = blend_mesh(picture, shaded, mask)
             out = Image.fromarray(np.round(picture).astype(np.uint8))
             draw = ImageDraw.Draw(out)
             for track, i in present:
-                points = track.arrays["keypoints2d"][i]
-                for (x, y), color in zip(points, colors):
-                    r = KEYPOINT_RADIUS
-                    draw.ellipse([x - r, y - r, x + r, y + r], fill=color, outline=(0, 0, 0))
+                draw_keypoints(draw, track.arrays["keypoints2d"][i])
                 x1, y1 = track.arrays["box"][i][:2]
                 draw.text((float(x1) + 3, float(y1) + 3), f"#{track.id}", fill=TRACK_COLORS[track.id % len(TRACK_COLORS)])
             video.write(np.asarray(out))

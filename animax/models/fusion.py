@@ -60,7 +60,7 @@ class TransformerFusion(nn.Module):
         return nn.Dense(self.features, dtype=self.dtype, name="out")(x).astype(jnp.float32)
 
 
-FUSIONS = {"mlp": Fusion, "transformer": TransformerFusion}
+FUSIONS = ("mlp", "transformer")
 
 
 def make_fusion(cfg, dtype):
@@ -72,4 +72,4 @@ def make_fusion(cfg, dtype):
         t = cfg.transformer
         return TransformerFusion(dim=t.dim, depth=t.depth, heads=t.heads, mlp_dim=t.mlp_dim, features=cfg.features,
                                  dtype=dtype)
-    raise ValueError(f"model.fusion.kind: {kind!r} is not one of {sorted(FUSIONS)}")
+    raise ValueError(f"model.fusion.kind: {kind!r} is not one of {list(FUSIONS)}")

@@ -59,7 +59,8 @@ def get_config():
     init.path = placeholder(str)        # converted checkpoint directory (convert_weights.py output); needed unless scratch
 
     # ---- what trains
-    config.trainable = "full"           # "full", "frozen_backbone", or "lora" (adapters on ViT qkv/proj + heads)
+    config.trainable = "full"           # "full", "frozen_backbone", "lora" (adapters on ViT qkv/proj + heads),
+                                        # or "descriptor" (only the head encoder and the fusion)
     lora = config.lora = ml_collections.ConfigDict()
     lora.rank = 8                       # adapter rank r
     lora.alpha = 16.0                   # the update is (alpha / r) * A @ B
@@ -100,8 +101,12 @@ def get_config():
     weights.betas_l2 = 0.0              # seed: ||betas||^2 (off in AniMer's stage 2)
     weights.pose_smoothness = 0.0       # seed: first-order difference of rotations along the chain
     weights.fused_l2 = 0.0              # seed: ||fused_features||^2
+    weights.vertices = 0.0              # animax: per-vertex L1 to the GT parameters' mesh (has_betas & has_pose)
+    weights.descriptor_family = 0.0     # animax: supervised contrastive on fused_features, family labels
+    weights.descriptor_identity = 0.0   # animax: the same with individual identity (Horse-10's 30 horses)
     loss.supcon_temperature = 0.1       # AniMer
     loss.supcon_base_temperature = 0.07 # AniMer
+    loss.descriptor_temperature = 0.1   # the descriptor terms' temperature (on unit vectors)
     loss.shape_prior_path = placeholder(str)  # my_smpl_data_00781_4_all.pkl; unset: the shape-prior term is 0
     loss.pose_prior_path = placeholder(str)   # walking_toy_symmetric_pose_prior_with_cov_35parts.pkl; unset: 0
     return config

@@ -30,13 +30,13 @@ def test_report_lists_every_skipped_file_with_its_reason(tmp_path, capsys):
     write_animal3d(source)
     assert main(["animal3d", "--manual_dir", str(source), "--data_dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
-    assert f"written to {data_dir / 'animal3d' / '1.0.0'}" in out
+    assert f"written to {data_dir / 'animal3d' / '1.1.0'}" in out
     assert "train: 5 examples" in out and "test: 2 examples" in out and "skipped: 5" in out
     for reason, file in [("missing file", "images/0008.jpg"), ("unreadable image", "images/0009.jpg"),
                          ("no visible keypoint", "images/0005.jpg"), ("NaN or infinite value", "images/0006.jpg"),
                          ("box outside the image", "images/0007.jpg")]:
         assert f"1 x {reason}" in out and file in out
-    report = json.loads((data_dir / "animal3d/1.0.0/build_report.json").read_text())
+    report = json.loads((data_dir / "animal3d/1.1.0/build_report.json").read_text())
     assert len(report["skipped"]) == 5 and report["examples"] == {"train": 5, "test": 2}
 
 
@@ -78,7 +78,7 @@ def test_rebuild_replaces_the_previous_version(built):
     report = build("animal3d", source, data_dir, progress=False)
     assert report["examples"] == {"train": 2, "test": 2}
     assert sorted(p.name for p in data_dir.iterdir()) == ["animal3d"]
-    assert sorted(p.name for p in (data_dir / "animal3d").iterdir()) == ["1.0.0"]
+    assert sorted(p.name for p in (data_dir / "animal3d").iterdir()) == ["1.1.0"]
 
 
 def test_options_that_do_not_apply_are_refused(built, capsys):

@@ -89,6 +89,11 @@ def test_horse10_protocol_splits_by_horse(dlc, tmp_path):
               for split in report["examples"]}
     train_horses = videos.get("train", set()) | videos.get("test_within", set())
     assert train_horses and videos["test"] and not train_horses & videos["test"]
+    # One identity per horse (video), the videos numbered in name order across all splits.
+    identity = {(e["image_id"].decode().split("/")[1], int(e["identity"]))
+                for split in report["examples"] for e in read_all("horse10", tmp_path, split)}
+    horses = sorted({video for video, _ in identity})
+    assert sorted(identity) == [(video, i) for i, video in enumerate(horses)]
 
 
 def test_horse10_split_file(dlc, tmp_path):

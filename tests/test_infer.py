@@ -28,9 +28,10 @@ from animax.inference.predictor import Predictor
 from animax.image.crop import IMAGE_MEAN, IMAGE_STD
 from animax.image.io import load_image
 from animax.inference.predictor import prepare
-from animax.smal import load_smal
+from animax.smal import load_smal, save_smal
+from animax.smal.io import smal_model_from_arrays
 from configs import tiny
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, random_smal_arrays
 from nn_reference import U, assert_within, f32_tol, pipeline_steps, rel_err
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,6 +244,7 @@ def test_horse_photo_with_a_box(tmp_path):
     ('{"a.png": [[0, 0, 10]]}', "expected 4 finite numbers"),
     ('{"a.png": [0, 0, 10, 10]}', "must be a list of boxes"),
     ('{"format": "cxcywh", "boxes": {}}', "'format'"),
+    ('{"a.png": {"boxes": [[0, 0, 10, 10]], "species": "dog"}}', "an object with 'boxes'"),
 ])
 def test_malformed_boxes_file(tmp_path, content, problem):
     Image.fromarray(smooth_image(20, 20)).save(tmp_path / "a.png")
@@ -476,3 +478,35 @@ def test_arrays_file_holds_every_animal_in_input_order(batch_run, tmp_path):
         for name in export.ARRAY_FILES:
             np.testing.assert_array_equal(data[name][row], np.load(batch_run.out / folder_name / f"{name}.npy"))
     assert not data["vertices"][1].any()
+
+
+def test_one_run_mixes_body_models_picked_per_image(tmp_path):
+    """Two species in one run: each image's body model from the boxes file, every result what a
+    run with only that body model gives."""
+    data = random_smal_arrays(num_vertices=500, num_betas=41, seed=3)
+    rng = np.random.default_rng(4)
+    data["keypoint_vertex_sets"] = [rng.choice(500, 3, replace=False) for _ in range(26)]
+    save_smal(smal_model_from_arrays(data, 41, "other"), tmp_path / "other.npz")
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.png").write_bytes(EXAMPLE.read_bytes())
+    box = [10, 10, 300, 250]
+    (tmp_path / "boxes.json").write_text(json.dumps({"a.png": {"boxes": [box], "smal": "other"}, "b.png": [box],
+                                                     "c.png": {"boxes": [box], "smal": "unknown"}}))
+    images = [tmp_path / f"{n}.png" for n in "abc"]
+    code, lines = run_cli(["--input", *images, "--boxes", tmp_path / "boxes.json", "--out_dir", tmp_path / "mixed",
+                           "--smal", f"other={tmp_path / 'other.npz'}", "--outputs", "arrays,json"])
+    assert code == 1
+    assert error_lines(lines) == [f"error: {images[2]}: body model 'unknown' (in {tmp_path / 'boxes.json'}) "
+                                  "is not given by --smal unknown=FILE"]
+    assert not (tmp_path / "mixed" / "c").exists()
+    tol = f32_tol(*pipeline_steps(tiny.get_config().model), sides=2)
+    for name, smal, vertices in (("a", tmp_path / "other.npz", 500), ("b", None, 3242)):
+        alone = tmp_path / f"alone_{name}"
+        code, _ = run_cli(["--input", tmp_path / f"{name}.png", "--bbox", *box, "--out_dir", alone,
+                           "--outputs", "arrays,json", *(["--smal", smal] if smal else [])])
+        assert code == 0
+        mixed = tmp_path / "mixed" / name
+        assert np.load(mixed / "vertices.npy").shape == (vertices, 3)
+        assert json.loads((mixed / "result.json").read_text())["body_model"]["vertices"] == vertices
+        for array in ("vertices", "keypoints2d", "fused_features"):
+            assert rel_err(np.load(mixed / f"{array}.npy"), np.load(alone / name / f"{array}.npy")) < tol, array

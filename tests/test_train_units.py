@@ -84,6 +84,81 @@ def test_supcon_matches_animer():
                                expected, rtol=f32_tol(8, 1, 12, 12, 1, cond=cond))
 
 
+def _descriptor_reference(features, labels, temperature=0.1):
+    """Single-view SupCon (Khosla et al. 2020, L_out) on unit vectors, anchor by anchor in float64."""
+    f = features / np.linalg.norm(features, axis=1, keepdims=True)
+    per_anchor = []
+    for i in range(len(f)):
+        others = [j for j in range(len(f)) if j != i]
+        positives = [j for j in others if labels[j] == labels[i] and labels[i] >= 0]
+        if not positives:
+            continue
+        log_denominator = np.log(sum(np.exp(f[i] @ f[j] / temperature) for j in others))
+        per_anchor.append(np.mean([f[i] @ f[p] / temperature - log_denominator for p in positives]))
+    return -np.mean(per_anchor) if per_anchor else 0.0
+
+
+def test_descriptor_loss_is_single_view_supcon_on_unit_features():
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(8, 16)) * 3.0
+    # Label 2 has one member (no positive), -1 is unknown: neither anchors.
+    labels = np.array([0, 1, 0, 2, 1, 0, -1, 1])
+    expected = _descriptor_reference(features, labels)
+    # Logits |.| <= 1 / T = 10 from 16-term dots of unit vectors, a log-sum-exp over 7, a mean over 6.
+    got = losses.descriptor_loss(jnp.asarray(features, jnp.float32), jnp.asarray(labels))
+    np.testing.assert_allclose(got, expected, rtol=f32_tol(16, 7, 6, cond=10 / abs(expected)))
+    # Scale-free, and nothing to contrast without a positive pair.
+    np.testing.assert_allclose(losses.descriptor_loss(jnp.asarray(features * 50, jnp.float32), jnp.asarray(labels)),
+                               got, rtol=f32_tol(16, 7, 6, cond=10 / abs(expected)))
+    assert float(losses.descriptor_loss(jnp.asarray(features, jnp.float32), jnp.arange(8))) == 0.0
+    # Perfectly separated classes score lower than shuffled ones.
+    separated = np.eye(16)[labels.clip(0)] + 0.01 * rng.normal(size=(8, 16))
+    assert float(losses.descriptor_loss(jnp.asarray(separated, jnp.float32), jnp.asarray(labels))) < float(got)
+
+
+def _average_precision(ranked_hits):
+    """AP of one ranking, from its definition: mean over the hits of (hits so far / rank)."""
+    ranks = [r for r, hit in enumerate(ranked_hits, 1) if hit]
+    return np.mean([k / r for k, r in enumerate(ranks, 1)])
+
+
+def test_retrieval_top1_and_map_by_hand():
+    # Five unit vectors in the plane: cosine similarity falls with the angle between them.
+    angles = np.radians([0.0, 10.0, 30.0, 100.0, 105.0])
+    features = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    labels = np.array([0, 0, 1, 1, -1])
+    scores = metrics.retrieval(features, labels)
+    # Query 0 ranks 1, 2, 3, 4 (labels 0, 1, 1, -1): hit at rank 1 -> AP 1.
+    # Query 1 ranks 0, 2, 3, 4 -> hit at rank 1 -> AP 1.
+    # Query 2 ranks 1, 0, 3, 4 (angles 20, 30, 70, 75 away): positive 3 at rank 3 -> AP 1/3, top-1 miss.
+    # Query 3 ranks 4, 2, 1, 0 (5, 70, 90, 100 away): positive 2 at rank 2 -> AP 1/2, top-1 miss.
+    # Point 4 has an unknown label: it is a candidate, never a query.
+    assert scores["queries"] == 4
+    assert scores["top1"] == 0.5
+    np.testing.assert_allclose(scores["map"], (1 + 1 + 1 / 3 + 1 / 2) / 4, rtol=1e-12)
+    np.testing.assert_allclose(scores["chance"], 1 / 4, rtol=1e-12)
+
+
+def test_retrieval_matches_the_definition_on_random_features():
+    rng = np.random.default_rng(5)
+    features, labels = rng.normal(size=(40, 6)), rng.integers(0, 4, 40)
+    labels[:3] = -1
+    labels[3] = 9                                     # alone in its class: not a query
+    scores = metrics.retrieval(features, labels)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    top1, ap = [], []
+    for q in range(40):
+        if labels[q] < 0 or (labels == labels[q]).sum() < 2:
+            continue
+        others = sorted((j for j in range(40) if j != q), key=lambda j: -unit[q] @ unit[j])
+        hits = [labels[j] == labels[q] for j in others]
+        top1.append(hits[0])
+        ap.append(_average_precision(hits))
+    assert scores["queries"] == len(ap) == 36
+    np.testing.assert_allclose([scores["top1"], scores["map"]], [np.mean(top1), np.mean(ap)], rtol=1e-12)
+    assert metrics.retrieval(features[:3], labels[:3]) == {}
+
+
 def test_pose_smoothness_is_zero_for_equal_rotations_and_gt_accepts_axis_angle():
     same = jnp.broadcast_to(jnp.asarray(Rotation.from_rotvec([0.1, 0.2, 0.3]).as_matrix(), jnp.float32), (2, 35, 3, 3))
     assert float(losses.pose_smoothness(same)) < 1e-10
@@ -156,6 +231,11 @@ def test_weight_decay_only_on_kernels_and_frozen_sets():
         assert set(jax.tree.leaves(labels["params"]["backbone"])) == {"frozen"}
         assert labels["params"]["smal_head"]["decpose"]["kernel"] == "decay"
         assert labels["lora"]["backbone.blocks.attn.qkv"]["a"] == "no_decay"
+    trainable["params"]["fusion"] = {"fc1": {"kernel": 0}}
+    labels = optim.leaf_labels(trainable, "descriptor")
+    assert labels["params"]["fusion"]["fc1"]["kernel"] == "decay"
+    assert set(jax.tree.leaves({k: v for k, v in labels["params"].items() if k != "fusion"})) == {"frozen"}
+    assert set(jax.tree.leaves(labels["lora"])) == {"frozen"}
 
 
 def test_optimizer_leaves_frozen_parameters_and_skips_decay_off_kernels():

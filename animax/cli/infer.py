@@ -19,11 +19,16 @@ animal's predicted mesh; ids are kept by box overlap.
 
     python infer.py --input examples/standin_walk.mp4 --out_dir out/walk --smooth
 
+Several species in one run: name their body models (`--smal horse=horse.pkl --smal
+dog=dog.npz`) and pick one per image in the boxes file ({"a.jpg": {"boxes": [...], "smal":
+"horse"}}); the images of each body model run as one group, at that model's mesh size.
+
 A broken input costs one line on stderr naming the file; the others are still processed and
 the exit code is 1.
 """
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -58,8 +63,11 @@ def parse_args(argv=None):
     parser.add_argument("--config", default=None,
                         help="config file of the random weights (implies --random-weights; default: the built-in "
                              "tiny model of configs/tiny.py); with --ckpt the checkpoint's own config is used")
-    parser.add_argument("--smal", help="SMAL body model .pkl (e.g. my_smpl_00781_4_all.pkl) or .npz "
-                                       "(default: the checkpoint's, else the license-free stand-in quadruped)")
+    parser.add_argument("--smal", action="append", metavar="[NAME=]FILE",
+                        help="SMAL body model .pkl (e.g. my_smpl_00781_4_all.pkl) or .npz (default: the "
+                             "checkpoint's, else the license-free stand-in quadruped). Repeat as NAME=FILE to "
+                             "offer several (FILE 'standin' is the built-in one): a boxes-file entry "
+                             '{"boxes": [...], "smal": NAME} picks one per image; other images get the default')
     boxes = parser.add_mutually_exclusive_group()
     boxes.add_argument("--bbox", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"),
                        help="one box (pixel corners) used for every input image")
@@ -91,11 +99,23 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=4,
                         help="threads for decoding and for export (default: %(default)s)")
     args = parser.parse_args(argv)
+    args.smal, args.named_smal = _split_smal(parser, args.smal or [])
     if args.batch_size < 1 or args.workers < 1:
         parser.error("--batch-size and --workers must be at least 1")
     if args.smooth < 0 or (args.fps is not None and args.fps <= 0):
         parser.error("--smooth must be at least 0 and --fps positive")
     return args
+
+
+def _split_smal(parser, values):
+    """--smal values -> (the default file or None, {name: file})."""
+    plain = [v for v in values if not re.fullmatch(r"[A-Za-z0-9_-]+=.+", v)]
+    if len(plain) > 1:
+        parser.error("--smal: give one default FILE; name the others as NAME=FILE")
+    named = dict(v.split("=", 1) for v in values if v not in plain)
+    if len(named) != sum(v not in plain for v in values):
+        parser.error("--smal: a NAME is given twice")
+    return (plain[0] if plain else None), named
 
 
 def error(message):
@@ -106,23 +126,39 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # The package is imported here so that --help and argument errors answer at once.
     from animax.inference.inputs import BoxesFileError, expand_inputs, plan_jobs, read_boxes
-    from animax.inference.loading import (DEMO_CONFIG_NAME, SHIPPED_MODEL_NAME, ModelLoadError, check_files,
-                                          load_model_or_random, uses_random_weights)
+    from animax.inference.inputs import read_body_models
+    from animax.inference.loading import (DEMO_CONFIG_NAME, SHIPPED_MODEL_NAME, STANDIN_NAME, ModelLoadError,
+                                          check_files, load_body_models, load_model_or_random, uses_random_weights,
+                                          with_body_model)
     from animax.inference.predictor import Predictor
     from animax.inference.runner import run_inference
     from animax.inference.sequence_run import run_sequences, split_sequences
 
     try:
         check_files(args.ckpt, args.smal, args.config)
+        for file in args.named_smal.values():
+            check_files(smal=None if file == STANDIN_NAME else file)
         boxes_by_name = (read_boxes(args.boxes, args.min_score, args.category, args.coco_images)
                          if args.boxes else None)
+        body_by_name = read_body_models(args.boxes) if args.boxes else {}
     except (ModelLoadError, BoxesFileError) as e:
         error(e)
         return 1
     image_specs, sequence_specs = split_sequences(args.input, args.sequence)
     paths, failures = expand_inputs(image_specs) if image_specs else ([], [])
-    jobs, unlisted = plan_jobs(paths, boxes_by_name, args.bbox, args.boxes)
+    jobs, unlisted = plan_jobs(paths, boxes_by_name, args.bbox, args.boxes, body_by_name)
     failures += unlisted
+    for job in [j for j in jobs if j.body_model is not None and j.body_model not in args.named_smal]:
+        failures.append(f"{job.path}: body model '{job.body_model}' (in {args.boxes}) is not given by "
+                        f"--smal {job.body_model}=FILE")
+        jobs.remove(job)
+    # Grouped per body model: each group runs at its own mesh size, through one compile.
+    groups = {}
+    for job in jobs:
+        groups.setdefault(job.body_model, []).append(job)
+    if args.arrays_file and len(groups) > 1:
+        error("--arrays-file holds one mesh size; with several body models write the per-animal folders")
+        return 1
     for message in failures:
         error(message)
     if not jobs and not sequence_specs:
@@ -138,20 +174,24 @@ def main(argv=None) -> int:
     try:
         model, variables, info = load_model_or_random(args.ckpt, args.smal, args.config, args.dtype,
                                                       args.random_weights)
+        bodies = load_body_models({name: args.named_smal[name] for name in groups if name is not None})
     except ModelLoadError as e:
         error(e)
         return 1
-    if args.smal is None and info["body_model"]["name"] == "standin":
+    if args.smal is None and info["body_model"]["name"] == "standin" and (None in groups or not groups):
         print("note: no --smal given, using the license-free stand-in quadruped", file=sys.stderr)
     sequence_failures = 0
-    if jobs:
-        predictor = Predictor(model, variables, args.batch_size)
-        print(f"compiled the model for batches of {args.batch_size} in {predictor.compile():.1f} s", file=sys.stderr)
-        faces = variables["smal"]["model"].faces
-        summary = run_inference(predictor, jobs, args.out_dir, faces, info, workers=args.workers,
-                                outputs=args.outputs, arrays_file=args.arrays_file)
+    for name, group in groups.items():
+        setup = ((model, variables, info) if name is None
+                 else with_body_model(model, variables, info, bodies[name], args.named_smal[name]))
+        predictor = Predictor(*setup[:2], args.batch_size)
+        label = "" if name is None else f" with body model '{name}'"
+        print(f"compiled the model{label} for batches of {args.batch_size} in {predictor.compile():.1f} s",
+              file=sys.stderr)
+        summary = run_inference(predictor, group, args.out_dir, setup[1]["smal"]["model"].faces, setup[2],
+                                workers=args.workers, outputs=args.outputs, arrays_file=args.arrays_file)
         for line in summary.lines():
-            print(line)
+            print(line if name is None else f"{name}: {line}")
         failures += summary.failures
     if sequence_specs:
         sequence_failures = run_sequences(sequence_specs, model, variables, info, args.out_dir, boxes_by_name,

@@ -18,6 +18,8 @@ Pillow. Stored fields (K = 26 SMAL keypoints, J = 35 SMAL joints):
                     frame, joints 1.. local rotations in the body model's frame
     trans           float32 [3] camera translation of the body model
     family          int32, SMAL shape family index into FAMILY_NAMES, -1 when unknown
+    identity        int32, the individual animal within its dataset (Horse-10: one per horse),
+                    -1 when unknown
     has_mask, has_keypoints_3d, has_betas, has_pose, has_trans: bool
 """
 
@@ -36,6 +38,7 @@ NUM_BETAS = 41
 # The SMAL shape prior's five clusters, in the order of its `cluster_means`.
 FAMILY_NAMES = ("felidae", "canidae", "equidae", "bovidae", "hippopotamidae")
 UNKNOWN_FAMILY = -1
+UNKNOWN_IDENTITY = -1
 
 
 def _tensor(*shape):
@@ -53,6 +56,7 @@ FEATURES = tfds.features.FeaturesDict({
     "pose": _tensor(NUM_JOINTS, 3),
     "trans": _tensor(3),
     "family": tfds.features.Scalar(dtype=np.int32),
+    "identity": tfds.features.Scalar(dtype=np.int32),
     "has_mask": tfds.features.Scalar(dtype=np.bool_),
     "has_keypoints_3d": tfds.features.Scalar(dtype=np.bool_),
     "has_betas": tfds.features.Scalar(dtype=np.bool_),
@@ -91,7 +95,7 @@ def family_index(family) -> int:
 
 def make_example(*, image: bytes, image_id: str, bbox, keypoints_2d, keypoints_3d=None,
                  betas=None, pose=None, trans=None, mask: bytes | None = None,
-                 family: int = UNKNOWN_FAMILY) -> dict:
+                 family: int = UNKNOWN_FAMILY, identity: int = UNKNOWN_IDENTITY) -> dict:
     """One stored example; absent annotations become zeros with their has-flag False.
 
     bbox (x1, y1, x2, y2); keypoints_2d [26, 3]; keypoints_3d [26, 3] (confidence 1) or
@@ -122,6 +126,7 @@ def make_example(*, image: bytes, image_id: str, bbox, keypoints_2d, keypoints_3
         "pose": field(pose, (NUM_JOINTS, 3)),
         "trans": field(trans, (3,)),
         "family": np.int32(family),
+        "identity": np.int32(identity),
         "has_mask": mask is not None,
         "has_keypoints_3d": keypoints_3d is not None,
         "has_betas": betas is not None,

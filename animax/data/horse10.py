@@ -3,7 +3,8 @@
 manual_dir is the project folder holding `labeled-data/<video>/CollectedData_<scorer>.csv`
 (see `animax.data.dlc`) and the labelled frames. Body parts are mapped to the SMAL
 keypoints by a keypoint map (default animax/data/keypoint_maps/horse10.py); the box is the visible
-keypoints' box grown by `box_margin` on each side.
+keypoints' box grown by `box_margin` on each side. Each video is one horse: `identity` is the
+video's index among the project's readable videos in name order.
 
 Splits follow the Horse-10 protocol (Mathis et al., WACV 2021) over the videos, one horse
 each: a third of the horses (10 of 30) are training horses; half of their frames form
@@ -33,6 +34,7 @@ class _Record:
     file: str                       # the frame, relative to manual_dir
     image_path: Path
     frame: dlc.LabeledFrame
+    identity: int                   # the video's place among the project's videos: one horse each
 
 
 class Horse10(AnimaxBuilder):
@@ -70,8 +72,9 @@ class Horse10(AnimaxBuilder):
             except (ValueError, ImportError, OSError, KeyError) as e:
                 self.skip("all", files[0], "unreadable label file", str(e))
                 continue
+            identity = len(frames_by_video)
             frames_by_video[video_dir.name] = [
-                _Record(f.image, self._image_path(manual_dir, video_dir, f.image), f) for f in frames]
+                _Record(f.image, self._image_path(manual_dir, video_dir, f.image), f, identity) for f in frames]
         if not frames_by_video:
             raise ValueError(f"{labeled}: no readable label files")
         if self.split_file:
@@ -125,4 +128,4 @@ class Horse10(AnimaxBuilder):
         bbox = box_from_keypoints(keypoints_2d, self.box_margin)
         check_example(image_id, size, bbox, keypoints_2d)
         return features.make_example(image=image, image_id=image_id, bbox=bbox,
-                                     keypoints_2d=keypoints_2d, family=self.family)
+                                     keypoints_2d=keypoints_2d, family=self.family, identity=record.identity)

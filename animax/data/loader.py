@@ -17,6 +17,7 @@ Batches (B = batch_size, S = out_size, 256 by default):
                                          mirroring a crop composes matrices
     has_betas, has_pose, has_keypoints_3d, has_mask   float32 [B] (1 = annotated)
     family            int32 [B]          SMAL family index, -1 unknown (features.FAMILY_NAMES)
+    identity          int32 [B]          the individual within its dataset, -1 unknown
     dataset           int32 [B]          index of the example's source in `sources`
 
 Every example's augmentation comes from grain's per-record generator, derived from `seed`
@@ -75,6 +76,7 @@ def prepare_example(example, augmentation=Augmentation(), out_size=CROP_SIZE,
     out = crop_example(decode_example(example), example, augmentation, out_size, truncate)
     out["betas"] = np.asarray(example["betas"], np.float32)
     out["family"] = np.int32(example["family"])
+    out["identity"] = np.int32(example["identity"])
     for flag in _FLAGS:
         out[flag] = np.float32(example[flag])
     return out

@@ -9,7 +9,12 @@ maps images to corner boxes [x1, y1, x2, y2] in pixels of the (EXIF-rotated) ima
     {"format": "xywh", "boxes": {"horse.jpg": [[40, 60, 320, 240]]}}
 
 holds COCO boxes [x, y, width, height] (`"format": "xyxy"` names the corner layout
-explicitly); detector outputs, MegaDetector's batch JSON and COCO results, are read by
+explicitly). In either, an image's entry may also be an object naming its body model, one of
+the `--smal NAME=FILE` models (species with different meshes in one run):
+
+    {"horse.jpg": {"boxes": [[40, 60, 360, 300]], "smal": "horse"}, "dog.png": [[0, 0, 200, 150]]}
+
+Detector outputs, MegaDetector's batch JSON and COCO results, are read by
 `animax.inference.detections`. A key is an image's path as passed/expanded, a trailing part of
 it (`site1/IMG_0001.JPG`, as MegaDetector writes them) or its file name; an empty list means no
 animal in that image. An image that the file does not list is a failure.
@@ -37,6 +42,7 @@ class ImageJob:
     path: Path
     boxes: tuple[tuple[float, float, float, float], ...] | None
     name: str
+    body_model: str | None = None     # the boxes file's choice of body model; None: the default
 
     @property
     def num_animals(self) -> int:
@@ -101,7 +107,22 @@ def read_boxes(path, min_score=None, categories=None, coco_images=None) -> dict[
             for key, value in data.items()}
 
 
+def read_body_models(path) -> dict[str, str]:
+    """The body model each image of a boxes file names ({key: name}, layouts in the module
+    docstring); {} for detector outputs and files that name none."""
+    data = load_json(Path(path))
+    if not isinstance(data, dict) or is_megadetector(data) or is_coco(data):
+        return {}
+    data = data["boxes"] if "format" in data else data
+    return {str(key): value["smal"] for key, value in data.items() if isinstance(value, dict) and "smal" in value}
+
+
 def _box_list(value, path, key):
+    if isinstance(value, dict):                # {"boxes": [...], "smal": NAME}
+        if not isinstance(value.get("smal", ""), str) or set(value) - {"boxes", "smal"}:
+            raise BoxesFileError(f"{path}: entry {key!r} must be a box list or an object with 'boxes' "
+                                 "and an optional 'smal' (a body model name)")
+        value = value.get("boxes")
     if not isinstance(value, list) or not all(isinstance(box, list) for box in value):
         raise BoxesFileError(f"{path}: entry {key!r} must be a list of boxes, each a list of 4 numbers")
     return value
@@ -115,15 +136,17 @@ def _corner_box(box, box_format, path, key):
     return (x, y, x + a, y + b) if box_format == "xywh" else (x, y, a, b)
 
 
-def plan_jobs(paths, boxes_by_name=None, bbox=None, boxes_file="boxes file") -> tuple[list[ImageJob], list[str]]:
+def plan_jobs(paths, boxes_by_name=None, bbox=None, boxes_file="boxes file",
+              body_by_name=None) -> tuple[list[ImageJob], list[str]]:
     """One ImageJob per path, with boxes from `boxes_by_name` (see `read_boxes`), or `bbox`
-    (x1, y1, x2, y2) for every image, or neither (the whole image).
+    (x1, y1, x2, y2) for every image, or neither (the whole image); its body model from
+    `body_by_name` (see `read_body_models`) when that names one.
 
     Output names are file stems; a stem already taken by an earlier input gets `-2`, `-3`, ...
     Returns (jobs, failures) with one line per image that the boxes file does not list.
     """
     jobs, failures, taken = [], [], set()
-    lookup = BoxLookup(boxes_by_name or {})
+    lookup, body_lookup = BoxLookup(boxes_by_name or {}), BoxLookup(body_by_name or {})
     for path in paths:
         if boxes_by_name is not None:
             boxes = lookup(path)
@@ -137,13 +160,14 @@ def plan_jobs(paths, boxes_by_name=None, bbox=None, boxes_file="boxes file") -> 
             n += 1
             name = f"{path.stem}-{n}"
         taken.add(name)
-        jobs.append(ImageJob(path, None if boxes is None else tuple(boxes), name))
+        jobs.append(ImageJob(path, None if boxes is None else tuple(boxes), name, body_lookup(path)))
     return jobs, failures
 
 
 class BoxLookup:
-    """Finds a path's boxes in a boxes file's {key: boxes}: the key equal to the path as given,
-    else the longest key that is a trailing part of it (`site1/IMG_0001.JPG`), else None."""
+    """Finds a path's boxes in a boxes file's {key: boxes} (or any value keyed like them): the
+    key equal to the path as given, else the longest key that is a trailing part of it
+    (`site1/IMG_0001.JPG`), else None."""
 
     def __init__(self, boxes_by_name: dict):
         self.boxes_by_name = boxes_by_name

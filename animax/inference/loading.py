@@ -132,6 +132,30 @@ def _random_model(config_path, smal, dtype):
     return model, init_variables(model, RANDOM_SEED)
 
 
+STANDIN_NAME = "standin"     # --smal NAME=standin: the built-in stand-in quadruped
+
+
+def load_body_models(files: dict) -> dict:
+    """{name: SMALModel} for `--smal NAME=FILE` values ({name: file}; the file `standin` is the
+    built-in stand-in). Raises ModelLoadError naming the file that fails."""
+    from animax.smal import load_smal
+
+    bodies = {}
+    for name, file in files.items():
+        try:
+            bodies[name] = load_smal(None if file == STANDIN_NAME else file)
+        except (OSError, ValueError) as e:    # load_smal's messages name the file
+            raise ModelLoadError(f"--smal {name}={file}: {e}") from None
+    return bodies
+
+
+def with_body_model(model, variables, info: dict, body, smal_file):
+    """The same network and weights over another body model of the same joint layout (its own
+    mesh): (model, variables, info) for a Predictor."""
+    variables = {**variables, "smal": {"model": body}}
+    return model.clone(body_model=body), variables, {**info, "body_model": body_model_info(variables, smal_file)}
+
+
 def body_model_info(variables, smal_file) -> dict:
     """JSON-ready description of the body model inside `variables`."""
     body = variables["smal"]["model"]

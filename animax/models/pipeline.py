@@ -8,6 +8,10 @@ The only module that knows all the others. `model.apply(variables, images)` with
     vertices [B,V,3]  joints [B,35,3]  keypoints_3d [B,K,3]  keypoints_2d [B,K,2] (crop-normalised)
     head_box [B,4] (x1,y1,x2,y2 in crop pixels)  head_features [B,768]  fused_features [B,512]
 
+With a `BodyModelBank` as body model (several species' meshes, animax/smal/bank.py), row b is
+skinned by model `body_index[b]` (or by static `body_groups`), `vertices` are padded to the
+largest model and `vertex_mask [B,V]` marks each row's real vertices.
+
 With `train=True` it also returns `class_features` from the class-token head (for the
 supervised-contrastive loss) and the per-iteration SMAL head predictions.
 
@@ -29,7 +33,8 @@ from animax.models.class_head import ClassTokenHead
 from animax.models.fusion import make_fusion, smal_parameter_vector
 from animax.models.head_encoder import HeadEncoder
 from animax.models.smal_head import SMALHead
-from animax.smal.model import SMALModel, smal_forward
+from animax.smal.bank import BodyModelBank, skin
+from animax.smal.model import SMALModel
 
 # AniMer's network sees the centre 192 columns of the 256 x 256 crop.
 BACKBONE_COLUMNS = slice(32, -32)
@@ -39,7 +44,7 @@ class Pipeline(nn.Module):
     """See the module docstring. `body_model` initialises the `smal` collection."""
 
     model_config: Any          # the `model` ConfigDict of configs/*.py
-    body_model: SMALModel
+    body_model: SMALModel | BodyModelBank
 
     def setup(self):
         cfg = self.model_config
@@ -61,11 +66,11 @@ class Pipeline(nn.Module):
         self.fusion = make_fusion(cfg.fusion, dtype)
         self.smal = self.variable("smal", "model", lambda: self.body_model)
 
-    def __call__(self, images, train: bool = False):
+    def __call__(self, images, train: bool = False, body_index=None, body_groups=None):
         backbone = self.backbone(images[:, :, BACKBONE_COLUMNS], train=train)
         smal = self.smal_head(backbone["feature_map"])
         cam_t = weak_cam_to_translation(smal["cam"])
-        body = smal_forward(self.smal.value, smal["betas"], smal["pose"])
+        body = skin(self.smal.value, smal["betas"], smal["pose"], body_index, body_groups)
         keypoints_2d = project_to_crop(body["keypoints_3d"], cam_t)
         head_features, head_box = self.head_encoder(images, keypoints_2d)
         visual = backbone["patch_tokens"].mean(axis=1)

@@ -75,7 +75,7 @@ class SMALModel:
 
     @property
     def num_keypoints(self) -> int:
-        return len(self.keypoint_vertex_sets)
+        return len(self.keypoint_names)
 
 
 def make_smal_model(v_template, shapedirs, posedirs, j_regressor, lbs_weights, faces, parents,

@@ -16,8 +16,10 @@ from animax.train.prefetch import Prefetch
 from animax.train.synthetic import SyntheticQuadrupeds
 
 # What the steps read (everything else a dataset yields stays on the host).
-TRAIN_KEYS = ("image", "keypoints_2d", "keypoints_3d", "betas", "pose", "has_betas", "has_pose", "family")
-EVAL_KEYS = ("image", "keypoints_2d", "keypoints_3d", "mask", "has_mask", "valid")
+TRAIN_KEYS = ("image", "keypoints_2d", "keypoints_3d", "betas", "pose", "has_betas", "has_pose", "family",
+              "identity")
+EVAL_KEYS = ("image", "keypoints_2d", "keypoints_3d", "mask", "has_mask", "betas", "pose", "has_betas", "has_pose",
+             "family", "identity", "valid")
 INLINE = "synthetic_inline"
 
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from animax.models import build_model
 from animax.smal import load_pose_prior, load_shape_prior, load_smal
 from animax.train import input as input_lib
+from animax.train import metrics as metrics_lib
 from animax.train import optim
 from animax.train import sharding as sharding_lib
 from animax.train import state as state_lib
@@ -98,14 +99,22 @@ class Trainer:
 
     # ---- evaluation
     def evaluate(self, state) -> dict:
-        """Held-out metrics: weighted means over the evaluation set (metrics without samples left out)."""
-        totals = {}
+        """Held-out metrics: weighted means over the evaluation set (metrics without samples left
+        out), and retrieval of the same family / individual by `fused_features` (labels with a
+        positive only)."""
+        totals, descriptors = {}, []
         for local in input_lib.eval_batches(self.config, self.body):
-            sums = jax.device_get(self.eval_step(state, self.batch(local, input_lib.EVAL_KEYS), self.smal))
+            sums, rows = jax.device_get(self.eval_step(state, self.batch(local, input_lib.EVAL_KEYS), self.smal))
             for name, (value, weight) in sums.items():
                 v, w = totals.get(name, (0.0, 0.0))
                 totals[name] = (v + float(value), w + float(weight))
-        return {name: v / w for name, (v, w) in totals.items() if w > 0}
+            descriptors.append({k: v[rows["valid"] > 0] for k, v in rows.items()})
+        results = {name: v / w for name, (v, w) in totals.items() if w > 0}
+        features = np.concatenate([d["fused_features"] for d in descriptors])
+        for label in ("family", "identity"):
+            scores = metrics_lib.retrieval(features, np.concatenate([d[label] for d in descriptors]))
+            results.update({f"retrieval/{label}_{k}": v for k, v in scores.items() if k != "queries"})
+        return results
 
     # ---- modes
     def train(self) -> int:

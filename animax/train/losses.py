@@ -22,6 +22,13 @@ The seed pipeline's terms:
                     parent is a body joint: a first-order difference of the local rotations
                     along the kinematic chain (tails and spines bend evenly)
     fused_l2        mean over samples of ||fused_features||^2 (keeps the descriptor bounded)
+    descriptor_family, descriptor_identity
+                    supervised contrastive loss (one view) on the L2-normalised `fused_features`
+                    with the family / the individual as labels: the 512-d descriptor learns to
+                    put the same family / individual close (losses.descriptor_loss)
+    vertices        mean over samples with shape and pose GT of the mean over the mesh's real
+                    vertices of |v_pred - v_gt|_1, v_gt the GT parameters skinned by the sample's
+                    own body model (padding vertices of a mixed batch left out)
     global_orient_6d sum over samples with pose GT of ||x0 - (R0_gt[:, 0], R0_gt[:, 1])||^2 on the
                     head's raw 6D output x0 of the root, before Gram-Schmidt. The matrix loss has
                     a saddle at 180 degrees: a body predicted facing right whose truth faces left
@@ -39,6 +46,7 @@ import numpy as np
 
 from animax.geometry import axis_angle_to_rotmat
 from animax.smal import PARENTS, pose_prior, shape_prior
+from animax.train.metrics import vertex_mask
 
 def keypoints_3d_loss(pred, gt):
     """pred [B,K,3], gt [B,K,4] (xyz + confidence) -> scalar. Root-relative (keypoint 0), summed."""
@@ -63,6 +71,13 @@ def masked_mean(values, weights):
     return jnp.sum(weights * values) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+def vertices_loss(pred, gt, mask, has):
+    """pred, gt [B,V,3], mask [B,V] (0 = padding), has [B] -> scalar (see the module docstring)."""
+    per_vertex = jnp.sum(jnp.abs(pred - gt), axis=-1)
+    per_sample = jnp.sum(mask * per_vertex, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
+    return masked_mean(per_sample, has)
+
+
 def supcon_loss(features, labels, temperature=0.1, base_temperature=0.07):
     """AniMer's supervised contrastive loss with two identical views ('all' anchors).
 
@@ -83,6 +98,27 @@ def supcon_loss(features, labels, temperature=0.1, base_temperature=0.07):
     return -(temperature / base_temperature) * jnp.mean(mean_log_prob_pos)
 
 
+def descriptor_loss(features, labels, temperature=0.1):
+    """Supervised contrastive loss (Khosla et al. 2020, L_out) of one view on unit features.
+
+    features [B, D], labels [B] int (-1 = unknown) -> scalar. Anchor i's positives are the other
+    rows with its label; it contrasts them against every other row. Anchors without a positive
+    in the batch (and unknown labels) do not count; with none at all the loss is 0.
+    """
+    feats = features.astype(jnp.float32)
+    feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-6)
+    n = feats.shape[0]
+    not_self = 1.0 - jnp.eye(n, dtype=jnp.float32)
+    # Unit vectors: logits are at most 1 / temperature, so exp stays finite without a max shift.
+    logits = feats @ feats.T / temperature
+    log_prob = logits - jnp.log(jnp.sum(jnp.exp(logits) * not_self, axis=1, keepdims=True))
+    known = labels >= 0
+    positives = ((labels[:, None] == labels[None, :]) & known[:, None]).astype(jnp.float32) * not_self
+    count = jnp.sum(positives, axis=1)
+    per_anchor = jnp.sum(positives * log_prob, axis=1) / jnp.maximum(count, 1.0)
+    return -masked_mean(per_anchor, (count > 0).astype(jnp.float32))
+
+
 # Pairs (joint, parent) of body joints: the root (global orientation) is excluded on both ends.
 _CHAIN = np.array([(j, p) for j, p in enumerate(PARENTS) if p > 0])
 
@@ -100,12 +136,13 @@ def gt_rotations(pose):
     return axis_angle_to_rotmat(pose.reshape(pose.shape[0], -1, 3))
 
 
-def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07)):
+def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07), descriptor_temperature=0.1):
     """Every unweighted term (see the module docstring) of one batch.
 
     outputs: the pipeline's `apply(..., train=True)` dict. batch: `keypoints_2d [B,K,3]`,
     `keypoints_3d [B,K,4]`, `betas [B,NB]`, `pose [B,J,3,3]` (or axis-angle), `has_betas [B]`,
-    `has_pose [B]`, `family [B]` (-1 = unknown). priors: {"shape": ShapePrior, "pose": PosePrior}, either may be
+    `has_pose [B]`, `family [B]`, `identity [B]` (-1 = unknown), and `vertices [B,V,3]` (the GT
+    parameters' mesh) for the vertex term, which is 0 without them. priors: {"shape": ShapePrior, "pose": PosePrior}, either may be
     missing (the term is then 0). supcon: (temperature, base temperature).
     """
     f32 = lambda x: jnp.asarray(x, jnp.float32)
@@ -131,6 +168,10 @@ def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07)):
         "betas_l2": jnp.mean(jnp.sum(jnp.square(betas), axis=-1)),
         "pose_smoothness": pose_smoothness(pose),
         "fused_l2": jnp.mean(jnp.sum(jnp.square(f32(outputs["fused_features"])), axis=-1)),
+        "descriptor_family": descriptor_loss(outputs["fused_features"], batch["family"], descriptor_temperature),
+        "descriptor_identity": descriptor_loss(outputs["fused_features"], batch["identity"], descriptor_temperature),
+        "vertices": (vertices_loss(f32(outputs["vertices"]), f32(batch["vertices"]), vertex_mask(outputs),
+                                   has_pose * has_betas) if "vertices" in batch else zero),
         "global_orient_6d": masked_squared_error(
             f32(outputs["pose_6d_iters"])[-1, :, :6],
             jnp.concatenate([gt_pose[:, 0, :, 0], gt_pose[:, 0, :, 1]], axis=-1), has_pose),
@@ -138,9 +179,11 @@ def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07)):
 
 
 def total_loss(outputs, batch, loss_config, priors=None):
-    """(weighted sum, unweighted terms). loss_config: `config.loss` (weights.<term>, supcon_*)."""
+    """(weighted sum, unweighted terms). loss_config: `config.loss` (weights.<term>, supcon_*,
+    descriptor_temperature)."""
     terms = loss_terms(outputs, batch, priors,
-                       supcon=(loss_config.supcon_temperature, loss_config.supcon_base_temperature))
+                       supcon=(loss_config.supcon_temperature, loss_config.supcon_base_temperature),
+                       descriptor_temperature=loss_config.descriptor_temperature)
     # Checked while tracing (once per compile): a misspelt weight would silently weigh nothing.
     unknown, unweighted = set(loss_config.weights) - set(terms), set(terms) - set(loss_config.weights)
     if unknown or unweighted:

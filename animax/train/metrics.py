@@ -8,8 +8,18 @@ box instead (AniMer's data always has masks).
 PA-MPJPE (3D): both keypoint sets centred on keypoint 7 (AniMer's `pelvis_ind`, the tail
 base), the prediction aligned to the ground truth by the best similarity transform
 (Procrustes with scale), then the mean per-keypoint Euclidean error x 1000 (mm for metres).
+PA-MPVPE (3D): the same over the mesh vertices (uncentred) against the mesh of the
+ground-truth SMAL parameters, on samples with shape and pose ground truth; padding vertices
+(a batch of body models of different sizes) are left out of the alignment and the mean.
 
-Both functions return per-sample values and a per-sample weight (1 where the sample counts:
+Retrieval (the descriptor, `fused_features`): every held-out image queries all the others by
+cosine similarity; top-1 is the share of queries whose nearest other image has their label,
+mAP the mean over queries of the average precision of the ranking (the mean, over the
+query's positives, of the precision at each positive's rank). Queries with an unknown label
+(-1) or no other image of their label are left out; `chance` is the mean share of positives
+among a query's candidates (what a random ranking scores in top-1).
+
+PCK, PA-MPJPE and PA-MPVPE return per-sample values and a per-sample weight (1 where the sample counts:
 it has visible 2D keypoints / 3D ground truth), so evaluation sums values over batches and
 divides by the summed weight; padded samples get weight 0 through `valid`.
 """
@@ -17,6 +27,7 @@ divides by the summed weight; padded samples get weight 0 through `valid`.
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from animax.geometry import CROP_SIZE
 
@@ -42,22 +53,25 @@ def pck(pred_2d, gt_2d, mask, has_mask, valid, threshold=0.1):
     return jnp.sum(hits * conf, axis=-1) / jnp.maximum(visible, 1e-9), weight
 
 
-def similarity_align(source, target):
+def similarity_align(source, target, weights=None):
     """The similarity transform of source [B,N,3] closest to target [B,N,3], applied to source.
 
     Orthogonal Procrustes with scale (Umeyama): R from the SVD of the cross-covariance with the
-    reflection fixed, s = trace(R K) / |X1|^2, t = mu2 - s R mu1.
+    reflection fixed, s = trace(R K) / |X1|^2, t = mu2 - s R mu1. weights [B,N] (default 1)
+    weigh the points: 0 leaves a point (a padding vertex) out of the fit entirely.
     """
-    mu1, mu2 = source.mean(axis=1, keepdims=True), target.mean(axis=1, keepdims=True)
+    w = jnp.ones(source.shape[:2], source.dtype) if weights is None else weights.astype(source.dtype)
+    w = (w / jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1e-12))[..., None]   # [B,N,1], sums to 1
+    mu1, mu2 = jnp.sum(w * source, axis=1, keepdims=True), jnp.sum(w * target, axis=1, keepdims=True)
     x1, x2 = source - mu1, target - mu2
-    k = jnp.einsum("bni,bnj->bij", x1, x2)          # [B,3,3] = X1^T X2
+    k = jnp.einsum("bni,bnj->bij", w * x1, x2)      # [B,3,3] = X1^T W X2
     u, _, vh = jnp.linalg.svd(k)
     v = jnp.swapaxes(vh, -1, -2)
     ut = jnp.swapaxes(u, -1, -2)
     sign = jnp.sign(jnp.linalg.det(v @ ut))
     z = jnp.ones((source.shape[0], 3), source.dtype).at[:, 2].set(sign)
     r = v @ (z[:, :, None] * ut)                    # maps centred source onto centred target
-    scale = jnp.trace(r @ k, axis1=-2, axis2=-1) / jnp.maximum(jnp.sum(x1 * x1, axis=(1, 2)), 1e-12)
+    scale = jnp.trace(r @ k, axis1=-2, axis2=-1) / jnp.maximum(jnp.sum(w * x1 * x1, axis=(1, 2)), 1e-12)
     return scale[:, None, None] * jnp.einsum("bij,bnj->bni", r, x1) + mu2
 
 
@@ -74,9 +88,53 @@ def pa_mpjpe(pred_3d, gt_3d, valid):
     return error, valid * (jnp.sum(gt_3d[..., 3], axis=-1) > 0)
 
 
+def pa_mpvpe(pred_vertices, gt_vertices, vertex_mask, has_gt, valid):
+    """pred_vertices, gt_vertices [B,V,3], vertex_mask [B,V] (0 = padding), has_gt [B], valid [B]
+    -> (pa_mpvpe [B], weight [B]): the prediction aligned to the ground truth over the real
+    vertices (AniMer aligns all of them, unweighted), the mean per-vertex Euclidean error x 1000."""
+    aligned = similarity_align(pred_vertices, gt_vertices, vertex_mask)
+    error = jnp.linalg.norm(aligned - gt_vertices, axis=-1)
+    count = jnp.maximum(jnp.sum(vertex_mask, axis=-1), 1.0)
+    return jnp.sum(error * vertex_mask, axis=-1) / count * 1000.0, valid * has_gt
+
+
 def eval_metrics(outputs, batch, valid):
-    """Per-sample {name: (value [B], weight [B])} of one evaluation batch."""
-    return {
+    """Per-sample {name: (value [B], weight [B])} of one evaluation batch; PA-MPVPE where the
+    batch carries ground-truth `vertices` (the step skins its SMAL parameters)."""
+    metrics = {
         "pck@0.1": pck(outputs["keypoints_2d"], batch["keypoints_2d"], batch["mask"], batch["has_mask"], valid, 0.1),
         "pa_mpjpe": pa_mpjpe(outputs["keypoints_3d"], batch["keypoints_3d"], valid),
     }
+    if "vertices" in batch:
+        metrics["pa_mpvpe"] = pa_mpvpe(outputs["vertices"], batch["vertices"], vertex_mask(outputs),
+                                       batch["has_betas"] * batch["has_pose"], valid)
+    return metrics
+
+
+def vertex_mask(outputs):
+    """[B,V]: the pipeline's mask of real vertices (a bank of body models), else all ones."""
+    if "vertex_mask" in outputs:
+        return outputs["vertex_mask"].astype(jnp.float32)
+    return jnp.ones(outputs["vertices"].shape[:2], jnp.float32)
+
+
+def retrieval(features, labels) -> dict:
+    """features [N, D], labels [N] int (-1 unknown) -> {"top1", "map", "chance", "queries"} (see
+    the module docstring); an empty dict when no query has a positive. NumPy, on the host."""
+    features = np.asarray(features, np.float64)
+    labels = np.asarray(labels)
+    unit = features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)          # a query never retrieves itself
+    same = (labels[:, None] == labels[None, :]) & ~np.eye(len(labels), dtype=bool)
+    positives = same.sum(axis=1)
+    queries = (labels >= 0) & (positives > 0)
+    if not queries.any():
+        return {}
+    # Stable sort: ties keep index order, so the result does not depend on the platform.
+    order = np.argsort(-similarity[queries], axis=1, kind="stable")[:, :-1]   # the last is the query itself
+    hits = np.take_along_axis(same[queries], order, axis=1)
+    precision_at_hit = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
+    average_precision = (precision_at_hit * hits).sum(axis=1) / positives[queries]
+    return {"top1": float(hits[:, 0].mean()), "map": float(average_precision.mean()),
+            "chance": float((positives[queries] / (len(labels) - 1)).mean()), "queries": int(queries.sum())}

@@ -7,7 +7,9 @@ Each leaf is labelled by `leaf_labels`:
                 LoRA factors
     "frozen"    not trained (`optax.set_to_zero`: no optimizer state, and XLA drops the work
                 that only served its gradient): the backbone under "frozen_backbone" and
-                "lora" (LoRA then trains the adapters and every module after the backbone)
+                "lora" (LoRA then trains the adapters and every module after the backbone);
+                everything but the head encoder and the fusion under "descriptor" (the
+                descriptor learns on a fixed pose model; its predictions stay as they were)
 Clipping acts on the global norm of the trained gradients only.
 """
 
@@ -16,7 +18,8 @@ from __future__ import annotations
 import jax
 import optax
 
-TRAINABLE_SETS = ("full", "frozen_backbone", "lora")
+TRAINABLE_SETS = ("full", "frozen_backbone", "lora", "descriptor")
+DESCRIPTOR_MODULES = ("head_encoder", "fusion")
 
 
 def learning_rate_schedule(config):
@@ -37,6 +40,8 @@ def leaf_labels(trainable, trainable_set):
     def label(path, _):
         keys = [entry.key for entry in path]
         if keys[0] == "params" and keys[1] == "backbone" and frozen_backbone:
+            return "frozen"
+        if trainable_set == "descriptor" and not (keys[0] == "params" and keys[1] in DESCRIPTOR_MODULES):
             return "frozen"
         return "decay" if keys[0] == "params" and keys[-1] == "kernel" else "no_decay"
 

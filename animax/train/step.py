@@ -6,8 +6,10 @@ form micro-batch i, which keeps each one sharded like the batch) whose gradients
 averaged by a scan (one micro-batch: the plain step). A non-finite loss or gradient norm leaves
 parameters, optimizer state and batch statistics as they were and counts the skip.
 
-`eval_step(state, batch, smal) -> sums`: per-metric (sum of values, sum of weights) of one
-evaluation batch (`batch["valid"]` marks padding), for the host to accumulate.
+`eval_step(state, batch, smal) -> (sums, descriptors)`: per-metric (sum of values, sum of
+weights) of one evaluation batch (`batch["valid"]` marks padding), and the batch's
+`fused_features` with its `family`, `identity` and `valid` rows, for the host to accumulate
+(retrieval ranks the whole held-out set at once).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from animax.smal.bank import skin
 from animax.train import lora as lora_lib
 from animax.train import losses as losses_lib
 from animax.train import metrics as metrics_lib
@@ -26,8 +29,17 @@ from animax.train import sharding as sharding_lib
 from animax.train.state import TrainState, lora_scale, merged_params
 
 
-def _apply(model, params, batch_stats, smal, images, **kw):
-    return model.apply({"params": params, "batch_stats": batch_stats, "smal": smal}, images, **kw)
+def _apply(model, params, batch_stats, smal, batch, **kw):
+    """The pipeline on a batch's images; a batch of several body models names each row's in `body_model`."""
+    return model.apply({"params": params, "batch_stats": batch_stats, "smal": smal}, batch["image"],
+                       body_index=batch.get("body_model"), **kw)
+
+
+def with_gt_vertices(batch, smal):
+    """The batch plus `vertices`: its GT SMAL parameters skinned by each row's own body model
+    (rows without GT get a mesh too; their has-flags keep it out of losses and metrics)."""
+    gt = skin(smal["model"], batch["betas"], losses_lib.gt_rotations(batch["pose"]), batch.get("body_model"))
+    return {**batch, "vertices": gt["vertices"]}
 
 
 def _micro_batches(batch, count: int):
@@ -54,11 +66,13 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
 
     def loss_fn(trainable, batch_stats, micro, rng):
         params = lora_lib.merge(trainable["params"], trainable["lora"], scale)
-        outputs, updated = _apply(model, params, batch_stats, smal, micro["image"], train=True,
+        outputs, updated = _apply(model, params, batch_stats, smal, micro, train=True,
                                   rngs={"dropout": rng}, mutable=["batch_stats"])
         loss, terms = losses_lib.total_loss(outputs, micro, config.loss, priors)
         return loss, (terms, updated["batch_stats"])
 
+    if config.loss.weights.vertices:
+        batch = with_gt_vertices(batch, smal)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     rng = jax.random.fold_in(state.rng, state.step)
     trainable = state.trainable
@@ -103,11 +117,14 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
 
 def eval_step(state: TrainState, batch, smal, *, model, config):
     """See the module docstring."""
-    outputs = _apply(model, merged_params(state, config), state.batch_stats, smal, batch["image"], train=False)
+    outputs = _apply(model, merged_params(state, config), state.batch_stats, smal, batch, train=False)
+    batch = with_gt_vertices(batch, smal)
     sums = {}
     for name, (values, weights) in metrics_lib.eval_metrics(outputs, batch, batch["valid"]).items():
         sums[name] = (jnp.sum(jnp.where(weights > 0, values * weights, 0.0)), jnp.sum(weights))
-    return sums
+    descriptors = {"fused_features": outputs["fused_features"].astype(jnp.float32),
+                   **{k: batch[k] for k in ("family", "identity", "valid")}}
+    return sums, descriptors
 
 
 def jit_steps(model, config, tx, mesh, shardings, priors, trained):

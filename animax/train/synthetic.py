@@ -9,7 +9,8 @@ number.
 Batches have the training keys (numpy): image [B,256,256,3] ImageNet-normalised;
 keypoints_2d [B,K,3] crop-normalised xy + visibility in the crop; keypoints_3d [B,K,4]
 camera-orientation xyz + 1; betas [B,NB]; pose [B,J,3,3]; has_betas [B]; has_pose [B];
-family [B] int32; mask [B,256,256] float32; has_mask [B] (ones).
+family [B] int32; identity [B] int32 (-1: every render is a new individual); mask [B,256,256]
+float32; has_mask [B] (ones).
 """
 
 from __future__ import annotations
@@ -63,4 +64,5 @@ class SyntheticQuadrupeds:
                            for i in indices], np.float32)
         n = len(crops)
         return {**batch, "has_mask": np.ones(n, np.float32), "has_betas": has_gt, "has_pose": has_gt,
-                "family": np.array([s.family for s in scenes], np.int32)}
+                "family": np.array([s.family for s in scenes], np.int32),
+                "identity": np.full(n, -1, np.int32)}

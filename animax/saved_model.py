@@ -74,13 +74,15 @@ def load_model(path, smal=None, dtype=None) -> tuple[Pipeline, dict]:
     """Loads a converted or trained checkpoint directory.
 
     smal: a SMALModel, a SMAL file (.pkl/.npz), or None for the config's body model (the
-    built-in stand-in when the config names none). dtype: compute dtype override
+    built-in stand-in when the config names none; the first of a training run's several). dtype: compute dtype override
     ("float32"/"bfloat16"); parameters stay float32.
     Returns (model, variables) with variables = {"params", "batch_stats", "smal"}.
     """
     config, _ = read_config(path)
     if dtype is not None:
         config.model.dtype = jnp.dtype(dtype).name
+    if smal is None and config.get("smal"):
+        smal = config.smal.split(",")[0].strip()     # inference takes one body model; --smal picks others
     # Inference runs the ViT blocks unrolled, the stored layout.
     model = build_model(config, smal=smal, scan_blocks=False)
     abstract = abstract_variables(model)

@@ -12,5 +12,7 @@ def get_config():
     config = ml_collections.ConfigDict()
     config.name = "animer_vith"
     config.model = model_config()
-    config.smal = placeholder(str)  # SMAL .pkl/.npz path; unset = the built-in stand-in quadruped
+    config.smal = placeholder(str)  # SMAL .pkl/.npz path; unset = the built-in stand-in quadruped;
+                                    # comma-separated paths ('standin' = the built-in): several meshes
+                                    # in one batch (animax/smal/bank.py)
     return config

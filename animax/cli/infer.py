@@ -127,8 +127,8 @@ def main(argv=None) -> int:
     # The package is imported here so that --help and argument errors answer at once.
     from animax.inference.inputs import BoxesFileError, expand_inputs, plan_jobs, read_boxes
     from animax.inference.inputs import read_body_models
-    from animax.inference.loading import (DEMO_CONFIG_NAME, SHIPPED_MODEL_NAME, STANDIN_NAME, ModelLoadError,
-                                          check_files, load_body_models, load_model_or_random, uses_random_weights,
+    from animax.inference.loading import (DEMO_CONFIG_NAME, SHIPPED_MODEL_NAME, ModelLoadError, check_files,
+                                          load_body_models, load_model_or_random, uses_random_weights,
                                           with_body_model)
     from animax.inference.predictor import Predictor
     from animax.inference.runner import run_inference
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     try:
         check_files(args.ckpt, args.smal, args.config)
         for file in args.named_smal.values():
-            check_files(smal=None if file == STANDIN_NAME else file)
+            check_files(smal=file)
         boxes_by_name = (read_boxes(args.boxes, args.min_score, args.category, args.coco_images)
                          if args.boxes else None)
         body_by_name = read_body_models(args.boxes) if args.boxes else {}

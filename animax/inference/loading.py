@@ -16,6 +16,7 @@ import ml_collections
 
 from animax.models import build_model, init_variables
 from animax.models.config import tiny_model_config
+from animax.smal.bank import STANDIN
 
 RANDOM_SEED = 0
 
@@ -65,7 +66,7 @@ def check_files(ckpt=None, smal=None, config=None) -> None:
     """Fails fast, before any slow work, when a named file or folder does not exist."""
     if ckpt is not None and not Path(ckpt).is_dir():
         raise ModelLoadError(f"{ckpt}: checkpoint folder not found")
-    if smal is not None and not Path(smal).is_file():
+    if smal is not None and smal != STANDIN and not Path(smal).is_file():
         raise ModelLoadError(f"{smal}: SMAL file not found")
     if ckpt is None and config is not None and not Path(str(config).partition(":")[0]).is_file():
         raise ModelLoadError(f"{config}: config file not found")
@@ -132,9 +133,6 @@ def _random_model(config_path, smal, dtype):
     return model, init_variables(model, RANDOM_SEED)
 
 
-STANDIN_NAME = "standin"     # --smal NAME=standin: the built-in stand-in quadruped
-
-
 def load_body_models(files: dict) -> dict:
     """{name: SMALModel} for `--smal NAME=FILE` values ({name: file}; the file `standin` is the
     built-in stand-in). Raises ModelLoadError naming the file that fails."""
@@ -143,7 +141,7 @@ def load_body_models(files: dict) -> dict:
     bodies = {}
     for name, file in files.items():
         try:
-            bodies[name] = load_smal(None if file == STANDIN_NAME else file)
+            bodies[name] = load_smal(None if file == STANDIN else file)
         except (OSError, ValueError) as e:    # load_smal's messages name the file
             raise ModelLoadError(f"--smal {name}={file}: {e}") from None
     return bodies

@@ -8,20 +8,21 @@ import ml_collections
 
 from animax.geometry import CROP_SIZE
 from animax.models.pipeline import Pipeline
-from animax.smal import BodyModelBank, SMALModel, load_smal
+from animax.smal import BodyModelBank, SMALModel, load_body
 
 
 def build_model(config, smal=None, scan_blocks: bool | None = None) -> Pipeline:
     """The pipeline of a config (configs/*.py `get_config()`).
 
-    smal: a SMALModel, a BodyModelBank (several species' meshes in one batch), a SMAL file path,
-    or None for `config.smal` (None there: the stand-in).
+    smal: a SMALModel, a BodyModelBank (several species' meshes in one batch), a body-model spec
+    (`animax.smal.load_body`: a SMAL file, or comma-separated files for a bank), or None for
+    `config.smal` (None there: the stand-in).
     scan_blocks: overrides `config.model.scan_blocks`. Checkpoints store and inference runs the
     ViT blocks unrolled (`blocks_{i}`, faster at inference); training configs scan them (one
     compiled block).
     """
     if not isinstance(smal, (SMALModel, BodyModelBank)):
-        smal = load_smal(smal if smal is not None else config.get("smal"))
+        smal = load_body(smal if smal is not None else config.get("smal"))
     model_config = ml_collections.ConfigDict(config.model.to_dict())
     if scan_blocks is not None:
         model_config.scan_blocks = scan_blocks

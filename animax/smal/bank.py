@@ -23,7 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from animax.smal.io import load_smal
 from animax.smal.model import SMALModel, _smal_forward, smal_forward
+
+STANDIN = "standin"     # in a list of body-model files: the built-in stand-in quadruped
 
 # The per-model (static) layout every model of a bank must share.
 _SHARED_LAYOUT = ("parents", "joint_names", "keypoint_names")
@@ -113,6 +116,15 @@ def make_bank(models) -> BodyModelBank:
     return BodyModelBank(models=jax.tree.map(lambda *a: jnp.stack(a), *padded), vertex_mask=jnp.asarray(mask),
                          vertex_counts=tuple(m.num_vertices for m in models),
                          face_counts=tuple(int(m.faces.shape[0]) for m in models), names=names)
+
+
+def load_body(spec):
+    """A body-model spec -> SMALModel or BodyModelBank: None (the stand-in), one file, or several
+    comma-separated files ('standin' names the built-in one) as a bank."""
+    files = [f.strip() for f in spec.split(",")] if spec and "," in spec else None
+    if files is None:
+        return load_smal(None if spec == STANDIN else spec)
+    return make_bank([load_smal(None if f == STANDIN else f) for f in files])
 
 
 def _pad_betas(betas, num_betas):

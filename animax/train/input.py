@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from animax.smal import SMALModel
+from animax.smal import BodyModelBank, SMALModel
 from animax.train.prefetch import Prefetch
 from animax.train.synthetic import SyntheticQuadrupeds
 
@@ -20,6 +20,8 @@ TRAIN_KEYS = ("image", "keypoints_2d", "keypoints_3d", "betas", "pose", "has_bet
               "identity")
 EVAL_KEYS = ("image", "keypoints_2d", "keypoints_3d", "mask", "has_mask", "betas", "pose", "has_betas", "has_pose",
              "family", "identity", "valid")
+# Read by the steps when a source yields it: each row's body model in a bank (several meshes).
+OPTIONAL_KEYS = ("body_model",)
 INLINE = "synthetic_inline"
 
 
@@ -31,7 +33,7 @@ def per_process(global_size: int) -> int:
     return global_size // count
 
 
-def train_source(config, body: SMALModel):
+def train_source(config, body: SMALModel | BodyModelBank):
     """The endless training iterator of this process (yields dicts of numpy arrays), read
     `config.data.prefetch` batches ahead on a background thread."""
     local = per_process(config.batch_size)
@@ -51,7 +53,7 @@ def close_train_source(source) -> None:
         source.close()
 
 
-def eval_batches(config, body: SMALModel):
+def eval_batches(config, body: SMALModel | BodyModelBank):
     """This process's evaluation batches, each with `valid [b]`: 0 marks padding rows."""
     local = per_process(config.eval_batch_size)
     if config.data.name == INLINE:
@@ -72,7 +74,8 @@ def eval_batches(config, body: SMALModel):
         first = seen + jax.process_index() * local
         valid = np.ones(rows, np.float32) if limit is None else (first + np.arange(rows) < limit).astype(np.float32)
         seen += config.eval_batch_size
-        yield _pad({**{k: batch[k] for k in EVAL_KEYS if k != "valid"}, "valid": valid}, local)
+        keys = [k for k in EVAL_KEYS if k != "valid"] + [k for k in OPTIONAL_KEYS if k in batch]
+        yield _pad({**{k: batch[k] for k in keys}, "valid": valid}, local)
         if limit is not None and seen >= limit:
             return
 

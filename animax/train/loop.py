@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from animax.models import build_model
-from animax.smal import load_pose_prior, load_shape_prior, load_smal
+from animax.smal import load_body, load_pose_prior, load_shape_prior
 from animax.train import input as input_lib
 from animax.train import metrics as metrics_lib
 from animax.train import optim
@@ -70,7 +70,7 @@ class Trainer:
         config = self.config
         self.workdir = Path(self.workdir)
         self.mesh = sharding_lib.make_mesh(config.mesh, self.devices)
-        self.body = load_smal(config.smal)
+        self.body = load_body(config.smal)
         self.model = build_model(config, smal=self.body)
         self.smal = {"model": self.body}
         abstract_trainable = state_lib.abstract_trainable(self.model, config)
@@ -95,6 +95,7 @@ class Trainer:
         return state
 
     def batch(self, local: dict, keys) -> dict:
+        keys = [*keys, *(k for k in input_lib.OPTIONAL_KEYS if k in local and k not in keys)]
         return sharding_lib.global_batch(self.mesh, {k: local[k] for k in keys})
 
     # ---- evaluation

@@ -10,7 +10,7 @@ Batches have the training keys (numpy): image [B,256,256,3] ImageNet-normalised;
 keypoints_2d [B,K,3] crop-normalised xy + visibility in the crop; keypoints_3d [B,K,4]
 camera-orientation xyz + 1; betas [B,NB]; pose [B,J,3,3]; has_betas [B]; has_pose [B];
 family [B] int32; identity [B] int32 (-1: every render is a new individual); mask [B,256,256]
-float32; has_mask [B] (ones).
+float32; has_mask [B] (ones); with a bank of body models, body_model [B] int32.
 """
 
 from __future__ import annotations
@@ -18,23 +18,25 @@ from __future__ import annotations
 import numpy as np
 
 from animax.data.scenes import SceneSampler, render_crop
-from animax.smal import SMALModel
+from animax.smal import BodyModelBank, SMALModel
 
 
 class SyntheticQuadrupeds:
     """Batches of rendered stand-in scenes; see the module docstring. Checkpointable iterator."""
 
-    def __init__(self, body: SMALModel, batch_size: int, seed: int = 0, shard_index: int = 0,
+    def __init__(self, body: SMALModel | BodyModelBank, batch_size: int, seed: int = 0, shard_index: int = 0,
                  shard_count: int = 1, gt_fraction: float = 1.0, num_batches: int | None = None,
                  split: str = "train", num_examples: int | None = None, max_yaw: float = np.pi):
         """num_batches: stop after that many batches (a finite evaluation set); None = endless.
         gt_fraction: share of examples whose SMAL parameters are marked as annotated.
         num_examples: cycle through examples 0 .. num_examples - 1 only (a fixed set, e.g. the
-        overfitting probe); None = every example new. max_yaw: the scenes' headings (SceneSampler)."""
-        self.body, self.batch_size, self.seed, self.split = body, batch_size, seed, split
+        overfitting probe); None = every example new. max_yaw: the scenes' headings (SceneSampler).
+        A bank of body models renders example i with model i mod M (its `body_model`)."""
+        self.bodies = [body] if isinstance(body, SMALModel) else [body.own(m) for m in range(body.num_models)]
+        self.batch_size, self.seed, self.split = batch_size, seed, split
         self.shard_index, self.shard_count = shard_index, shard_count
         self.gt_fraction, self.num_batches, self.num_examples = gt_fraction, num_batches, num_examples
-        self.sampler = SceneSampler(body, seed, max_yaw=max_yaw)
+        self.samplers = [SceneSampler(b, seed, max_yaw=max_yaw) for b in self.bodies]
         self._next_batch = 0
 
     def __iter__(self):
@@ -56,8 +58,9 @@ class SyntheticQuadrupeds:
 
     def examples(self, indices) -> dict:
         """The batch of the given example indices."""
-        scenes = [self.sampler.scene(self.split, int(i)) for i in indices]
-        crops = [render_crop(scene, self.body) for scene in scenes]
+        models = [int(i) % len(self.bodies) for i in indices]
+        scenes = [self.samplers[m].scene(self.split, int(i)) for m, i in zip(models, indices)]
+        crops = [render_crop(scene, self.bodies[m]) for m, scene in zip(models, scenes)]
         batch = {key: np.stack([c[key] for c in crops]) for key in crops[0]}
         # Whether an example's SMAL parameters count as annotated: a draw of its own.
         has_gt = np.array([np.random.default_rng([self.seed, 7, int(i)]).random() < self.gt_fraction
@@ -65,4 +68,5 @@ class SyntheticQuadrupeds:
         n = len(crops)
         return {**batch, "has_mask": np.ones(n, np.float32), "has_betas": has_gt, "has_pose": has_gt,
                 "family": np.array([s.family for s in scenes], np.int32),
-                "identity": np.full(n, -1, np.int32)}
+                "identity": np.full(n, -1, np.int32),
+                **({"body_model": np.array(models, np.int32)} if len(self.bodies) > 1 else {})}

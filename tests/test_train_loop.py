@@ -234,3 +234,29 @@ def test_a_misspelt_config_override_is_one_error_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: bad config override") and "learning_rate" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_mode_reports_every_dataset_in_animer_layout(tmp_path, capsys):
+    """--mode eval over two built datasets: one AniMer table each; PA-MPJPE / PA-MPVPE only where
+    the set has 3D ground truth (AniMer prints 0 for the others, animax n/a)."""
+    from animax.data.build import build
+    from test_data_fixtures import write_animal3d, write_coco
+
+    write_animal3d(tmp_path / "a3d")
+    write_coco(tmp_path / "coco")
+    for name, folder in (("animal3d", "a3d"), ("coco_keypoints", "coco")):
+        build(name, tmp_path / folder, tmp_path / "data", progress=False)
+    config = small_config(**{"data.name": "animal3d", "data.root": str(tmp_path / "data"), "data.worker_count": 0,
+                             "data.eval_sets": "animal3d:test,coco_keypoints:train"})
+    assert loop.run(config, tmp_path / "run", mode="eval") == 0
+    out = capsys.readouterr().out
+    tables = [t.split("Dataset evaluate finish")[0] for t in out.split("-------- Evaluate ")[1:]]
+    assert [t.splitlines()[0] for t in tables] == ["animal3d:test dataset ------------",
+                                                    "coco_keypoints:train dataset ------------"]
+    for table, has_3d in zip(tables, (True, False)):
+        rows = dict(line.split(": ", 1) for line in table.splitlines() if ": " in line)
+        assert list(rows) == ["Avg PA-MPJPE", "Avg PA-MPVPE", "AUC", "PCK@0.1", "PCK@0.15"]
+        assert all(0.0 <= float(rows[k]) <= 1.0 for k in ("AUC", "PCK@0.1", "PCK@0.15"))
+        assert float(rows["PCK@0.1"]) <= float(rows["PCK@0.15"])
+        for key in ("Avg PA-MPJPE", "Avg PA-MPVPE"):
+            assert (rows[key] != "n/a") == has_3d and (not has_3d or float(rows[key]) > 0), (key, rows[key])

@@ -190,6 +190,63 @@ def test_pck_without_a_mask_uses_the_labelled_keypoints_box():
     np.testing.assert_allclose(value, [2 / 3], rtol=1e-6)
 
 
+def _animer_pck_auc(pred, gt, mask, thresholds=(0.10, 0.15)):
+    """AniMer's Evaluator.compute_pck / compute_auc (amr/utils/evaluate_metric.py) in float64 NumPy:
+    crop pixels, distance / sqrt(mask area) below t, confidence-weighted over the visible count,
+    the batch mean; AUC the trapezoid integral of that mean over 100 thresholds in [0, 1]."""
+    pred_px = (pred + 0.5) * 256
+    conf, gt_px = gt[..., 2], (gt[..., :2] + 0.5) * 256
+    area = mask.reshape(len(mask), -1).sum(-1)[:, None]
+    dist = np.linalg.norm(pred_px - gt_px, axis=-1)
+
+    def batch_pck(t):
+        hits = (dist / np.sqrt(area) < t).astype(float)
+        return np.mean((hits * conf).sum(-1) / conf.sum(-1))
+
+    curve_t = np.linspace(0.0, 1.0, 100)
+    auc = np.trapezoid([batch_pck(t) for t in curve_t], curve_t) / np.trapezoid(np.ones(100), curve_t)
+    return [batch_pck(t) for t in thresholds], auc, dist / np.sqrt(area)
+
+
+def test_pck_at_both_thresholds_and_auc_match_animer():
+    # Random predictions around the truth, some keypoints invisible; seeds whose normalised
+    # distances all keep 1e-4 from every threshold, so float32 rounding cannot flip a hit.
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        gt = np.concatenate([rng.uniform(-0.4, 0.4, (6, 26, 2)), rng.random((6, 26, 1)) < 0.7], -1)
+        pred = gt[..., :2] + rng.normal(scale=0.08, size=(6, 26, 2))
+        mask = np.zeros((6, 256, 256))
+        for b, side in enumerate(rng.integers(60, 250, 6)):
+            mask[b, :side, :side] = 1
+        pcks, auc, scaled = _animer_pck_auc(pred, gt, mask)
+        edges = np.concatenate([np.linspace(0, 1, 100), [0.10, 0.15]])
+        if np.abs(scaled[..., None] - edges).min() > 1e-4:
+            break
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    args = (f32(pred), f32(gt), f32(mask), jnp.ones(6), jnp.ones(6))
+    for threshold, expected in zip((0.10, 0.15), pcks):
+        value, weight = metrics.pck(*args, threshold)
+        # Hit fractions k / n and their mean: a few float32 roundings.
+        np.testing.assert_allclose(np.mean(value), expected, rtol=16 * U)
+        np.testing.assert_array_equal(weight, 1.0)
+    value, _ = metrics.pck_auc(*args)
+    # The trapezoid sum of 100 hit fractions: ~100 roundings of values <= 1.
+    np.testing.assert_allclose(np.mean(value), auc, rtol=f32_tol(100, 26, 6))
+
+
+def test_pck_and_auc_give_no_weight_to_samples_without_visible_keypoints():
+    gt = np.zeros((2, 26, 3), np.float32)
+    gt[0, :, 2] = 1.0                              # sample 1 has no visible keypoint (AniMer: NaN)
+    mask = np.ones((2, 256, 256), np.float32)
+    for value, weight in (metrics.pck(gt[..., :2], gt, mask, np.ones(2), np.ones(2)),
+                          metrics.pck_auc(gt[..., :2], gt, mask, np.ones(2), np.ones(2))):
+        np.testing.assert_array_equal(weight, [1.0, 0.0])
+        assert np.all(np.isfinite(value))
+    # Exact predictions: every threshold above 0 hits, the curve is 1 but at t = 0 (a strict <).
+    auc, _ = metrics.pck_auc(gt[..., :2], gt, mask, np.ones(2), np.ones(2))
+    np.testing.assert_allclose(auc[0], 1.0 - 0.5 / 99, rtol=f32_tol(100))
+
+
 def test_pa_mpjpe_ignores_similarity_transforms():
     rng = np.random.default_rng(3)
     gt = rng.normal(size=(2, 26, 3))

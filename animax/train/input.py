@@ -53,10 +53,24 @@ def close_train_source(source) -> None:
         source.close()
 
 
-def eval_batches(config, body: SMALModel | BodyModelBank):
-    """This process's evaluation batches, each with `valid [b]`: 0 marks padding rows."""
+def eval_sets(config) -> list[tuple[str, str]]:
+    """(dataset, split) pairs that `--mode eval` reports: `config.data.eval_sets`
+    ("animal3d:test,horse10:test_within", all in `data.root`), else the training set's held-out split."""
+    spec = config.data.get("eval_sets")
+    if not spec:
+        return [(config.data.name, config.data.eval_split)]
+    pairs = [item.strip().split(":") for item in spec.split(",") if item.strip()]
+    if any(len(p) != 2 or not all(p) for p in pairs):
+        raise ValueError(f"config.data.eval_sets={spec!r}: expected comma-separated DATASET:SPLIT pairs")
+    return [tuple(p) for p in pairs]
+
+
+def eval_batches(config, body: SMALModel | BodyModelBank, dataset: tuple[str, str] | None = None):
+    """This process's evaluation batches of `dataset` (name, split; default the training set's
+    held-out split), each with `valid [b]`: 0 marks padding rows."""
     local = per_process(config.eval_batch_size)
-    if config.data.name == INLINE:
+    name, split = dataset or (config.data.name, config.data.eval_split)
+    if name == INLINE:
         if config.data.eval_examples is None:
             raise ValueError("synthetic_inline needs config.data.eval_examples (its held-out set is generated)")
         num_batches = -(-config.data.eval_examples // config.eval_batch_size)
@@ -64,7 +78,7 @@ def eval_batches(config, body: SMALModel | BodyModelBank):
                                      shard_index=jax.process_index(), shard_count=jax.process_count(),
                                      num_batches=num_batches, max_yaw=np.radians(config.data.max_yaw_degrees))
     else:
-        source = _dataset_source(config, split=config.data.eval_split, batch_size=local, train=False)
+        source = _dataset_source(config, split=split, batch_size=local, train=False, name=name)
     limit = config.data.eval_examples
     seen = 0
     for batch in source:
@@ -88,8 +102,9 @@ def _pad(batch: dict, size: int) -> dict:
     return {k: np.concatenate([v, np.zeros((size - rows, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
 
 
-def _dataset_source(config, split, batch_size, train):
-    """A grain iterator over a built animax.data dataset (`config.data.name` in `config.data.root`).
+def _dataset_source(config, split, batch_size, train, name=None):
+    """A grain iterator over a built animax.data dataset (`name`, default `config.data.name`, in
+    `config.data.root`).
 
     Training: shuffled, endless, augmented per `config.data.augment`; its state (bytes) is
     checkpointed. Evaluation: one pass in order, the last batch short (padded by the caller).
@@ -98,10 +113,11 @@ def _dataset_source(config, split, batch_size, train):
 
     from animax import data as data_lib  # TFDS and grain are only needed for real datasets
 
+    name = name or config.data.name
     if not config.data.root:
-        raise ValueError(f"config.data.root must name the folder {config.data.name!r} was built into "
+        raise ValueError(f"config.data.root must name the folder {name!r} was built into "
                          "(python -m animax.data.build ... --data_dir ROOT)")
-    source = data_lib.open_source(config.data.name, split, config.data.root)
+    source = data_lib.open_source(name, split, config.data.root)
     sharded = jax.process_count() > 1
     loader = data_lib.make_loader(
         [source], batch_size=batch_size, seed=config.seed,

@@ -6,7 +6,9 @@
               into slices without changing the schedule), evaluating and checkpointing on the way
     one_step  one optimizer step on one batch; prints every loss term and the gradient norm
               of every module; writes nothing
-    eval      held-out PCK@0.1 and PA-MPJPE of the latest checkpoint (or of the initial state)
+    eval      held-out PCK@0.1 / 0.15, AUC, PA-MPJPE, PA-MPVPE and retrieval of the latest
+              checkpoint (or of the initial state) on every `data.eval_sets` dataset, each
+              printed in AniMer's eval.py layout
     export    WORKDIR/export: the latest weights, LoRA merged, as an animax.load_model directory
 
 Faults. A non-finite loss skips its update (counted); `max_nonfinite_steps` in a row stop
@@ -99,12 +101,12 @@ class Trainer:
         return sharding_lib.global_batch(self.mesh, {k: local[k] for k in keys})
 
     # ---- evaluation
-    def evaluate(self, state) -> dict:
-        """Held-out metrics: weighted means over the evaluation set (metrics without samples left
-        out), and retrieval of the same family / individual by `fused_features` (labels with a
-        positive only)."""
+    def evaluate(self, state, dataset=None) -> dict:
+        """Held-out metrics of `dataset` ((name, split); default the training set's held-out split):
+        weighted means over its examples (metrics without samples left out), and retrieval of the
+        same family / individual by `fused_features` (labels with a positive only)."""
         totals, descriptors = {}, []
-        for local in input_lib.eval_batches(self.config, self.body):
+        for local in input_lib.eval_batches(self.config, self.body, dataset):
             sums, rows = jax.device_get(self.eval_step(state, self.batch(local, input_lib.EVAL_KEYS), self.smal))
             for name, (value, weight) in sums.items():
                 v, w = totals.get(name, (0.0, 0.0))
@@ -224,10 +226,14 @@ class Trainer:
         return int(values["skipped"])
 
     def eval(self) -> int:
+        """Every `eval_sets` dataset, printed in AniMer's eval.py layout, then one line each."""
         state = self.restore_or_init()
         step = int(jax.device_get(state.step))
-        metrics = self.evaluate(state)
-        say(f"eval at step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        for name, split in input_lib.eval_sets(self.config):
+            metrics = self.evaluate(state, (name, split))
+            if jax.process_index() == 0:
+                print(animer_table(f"{name}:{split}", metrics))
+            say(f"eval at step {step} on {name}:{split}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         return 0
 
     def export(self, state=None) -> int:
@@ -245,6 +251,22 @@ class Trainer:
                    {"source": "animax train", "step": step, "trainable": self.config.trainable})
         print(f"exported the weights of step {step} to {self.workdir / EXPORT_DIR}")
         return 0
+
+
+def animer_table(dataset: str, metrics: dict) -> str:
+    """One dataset's metrics as AniMer's eval.py prints them (3D block, then 2D); a metric the
+    dataset has no samples for shows as n/a (AniMer prints 0 for the 3D ones)."""
+    value = lambda key: f"{metrics[key]}" if key in metrics else "n/a"
+    return "\n".join([
+        f"-------- Evaluate {dataset} dataset ------------",
+        "---------------- 3D metric -----------------",
+        f"Avg PA-MPJPE: {value('pa_mpjpe')}",
+        f"Avg PA-MPVPE: {value('pa_mpvpe')}",
+        "--------------- 2D metric ------------------",
+        f"AUC: {value('auc')}",
+        f"PCK@0.1: {value('pck@0.1')}",
+        f"PCK@0.15: {value('pck@0.15')}",
+        f"-------{dataset} Dataset evaluate finish ------"])
 
 
 class _TerminationFlag:

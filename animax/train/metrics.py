@@ -1,10 +1,11 @@
 """Validation metrics with AniMer's definitions (amr/utils/evaluate_metric.py).
 
-PCK@t (2D): keypoints in crop pixels ((p + 0.5) * CROP_SIZE); a keypoint hits when its distance
+PCK@t (2D, t = 0.10 and 0.15 as AniMer reports): keypoints in crop pixels ((p + 0.5) * CROP_SIZE); a keypoint hits when its distance
 to the ground truth, divided by sqrt(mask area in pixels), is below t. Per sample, the
 confidence-weighted hit count over the total confidence; averaged over samples. Samples
 without a mask (Horse-10, COCO keypoints) use the area of their labelled keypoints' bounding
-box instead (AniMer's data always has masks).
+box instead (AniMer's data always has masks). AUC: the area under the PCK curve for t from 0
+to 1 (100 thresholds, trapezoid rule), as AniMer's `compute_auc`.
 PA-MPJPE (3D): both keypoint sets centred on keypoint 7 (AniMer's `pelvis_ind`, the tail
 base), the prediction aligned to the ground truth by the best similarity transform
 (Procrustes with scale), then the mean per-keypoint Euclidean error x 1000 (mm for metres).
@@ -34,9 +35,9 @@ from animax.geometry import CROP_SIZE
 PA_MPJPE_ROOT = 7
 
 
-def pck(pred_2d, gt_2d, mask, has_mask, valid, threshold=0.1):
+def pck_curve(pred_2d, gt_2d, mask, has_mask, valid, thresholds):
     """pred_2d [B,K,2], gt_2d [B,K,3] crop-normalised + confidence, mask [B,H,W], has_mask [B],
-    valid [B]. Returns (pck [B], weight [B]).
+    valid [B], thresholds [T]. Returns (pck [B,T], weight [B]).
     """
     conf = gt_2d[..., 2]
     dist = jnp.linalg.norm((pred_2d - gt_2d[..., :2]) * CROP_SIZE, axis=-1)
@@ -47,10 +48,32 @@ def pck(pred_2d, gt_2d, mask, has_mask, valid, threshold=0.1):
     # No labelled keypoint: high - low is -inf, clipped to an empty box.
     box_area = jnp.prod(jnp.clip(high - low, 0.0) * CROP_SIZE, axis=-1)
     area = jnp.where(has_mask > 0, mask_area, box_area)
-    hits = (dist / jnp.sqrt(jnp.maximum(area, 1.0))[:, None] < threshold).astype(jnp.float32)
+    scaled = dist / jnp.sqrt(jnp.maximum(area, 1.0))[:, None]                  # [B,K]
+    hits = (scaled[:, None, :] < jnp.asarray(thresholds, jnp.float32)[None, :, None]).astype(jnp.float32)
     visible = jnp.sum(conf, axis=-1)
+    # AniMer divides by the visible count even when it is 0 (a NaN that poisons its batch mean);
+    # such samples get weight 0 here instead.
     weight = valid * (visible > 0)
-    return jnp.sum(hits * conf, axis=-1) / jnp.maximum(visible, 1e-9), weight
+    return jnp.sum(hits * conf[:, None, :], axis=-1) / jnp.maximum(visible, 1e-9)[:, None], weight
+
+
+def pck(pred_2d, gt_2d, mask, has_mask, valid, threshold=0.1):
+    """PCK at one threshold: (pck [B], weight [B]); arguments as `pck_curve`."""
+    values, weight = pck_curve(pred_2d, gt_2d, mask, has_mask, valid, [threshold])
+    return values[:, 0], weight
+
+
+# AniMer's AUC: the PCK curve at 100 thresholds evenly from 0 to 1, integrated by the trapezoid
+# rule and divided by the integral of 1 over the same range (1).
+AUC_THRESHOLDS = np.linspace(0.0, 1.0, 100)
+
+
+def pck_auc(pred_2d, gt_2d, mask, has_mask, valid):
+    """(auc [B], weight [B]): the area under the PCK curve (AUC_THRESHOLDS); the mean over
+    samples commutes with the integral, so per-sample values average to AniMer's batch AUC."""
+    curve, weight = pck_curve(pred_2d, gt_2d, mask, has_mask, valid, AUC_THRESHOLDS)
+    norm = np.trapezoid(np.ones_like(AUC_THRESHOLDS), AUC_THRESHOLDS)
+    return jnp.trapezoid(curve, jnp.asarray(AUC_THRESHOLDS, jnp.float32), axis=-1) / norm, weight
 
 
 def similarity_align(source, target, weights=None):
@@ -101,8 +124,11 @@ def pa_mpvpe(pred_vertices, gt_vertices, vertex_mask, has_gt, valid):
 def eval_metrics(outputs, batch, valid):
     """Per-sample {name: (value [B], weight [B])} of one evaluation batch; PA-MPVPE where the
     batch carries ground-truth `vertices` (the step skins its SMAL parameters)."""
+    kp2d = (outputs["keypoints_2d"], batch["keypoints_2d"], batch["mask"], batch["has_mask"], valid)
     metrics = {
-        "pck@0.1": pck(outputs["keypoints_2d"], batch["keypoints_2d"], batch["mask"], batch["has_mask"], valid, 0.1),
+        "pck@0.1": pck(*kp2d, 0.1),
+        "pck@0.15": pck(*kp2d, 0.15),
+        "auc": pck_auc(*kp2d),
         "pa_mpjpe": pa_mpjpe(outputs["keypoints_3d"], batch["keypoints_3d"], valid),
     }
     if "vertices" in batch:

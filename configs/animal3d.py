@@ -22,6 +22,8 @@ def get_config():
     data = config.data = ml_collections.ConfigDict()
     data.name = "animal3d"              # dataset: "animal3d", "horse10", "synthetic_quadruped", "synthetic_inline"
     data.root = placeholder(str)        # folder the dataset was built into (python -m animax.data.build ... --data_dir)
+    data.mixture = placeholder(str)     # "DATASET:WEIGHT,..." built in data.root, mixed per example (AniMer stage 2:
+                                        # "animal3d:1.0,ctrlani3d:0.5,<2D sets>:0.15"); unset: data.name alone
     data.train_split = "train"
     data.eval_split = "test"            # held-out split for PCK / PA-MPJPE
     data.eval_examples = placeholder(int)  # evaluate on the first N held-out examples (unset: the whole split)

@@ -236,17 +236,47 @@ def test_a_misspelt_config_override_is_one_error_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_eval_mode_reports_every_dataset_in_animer_layout(tmp_path, capsys):
-    """--mode eval over two built datasets: one AniMer table each; PA-MPJPE / PA-MPVPE only where
-    the set has 3D ground truth (AniMer prints 0 for the others, animax n/a)."""
+@pytest.fixture(scope="module")
+def built_root(tmp_path_factory):
+    """Two built datasets in one root: animal3d (3D labels, train 5 / test 2) and coco_keypoints (2D, train 4)."""
     from animax.data.build import build
     from test_data_fixtures import write_animal3d, write_coco
 
-    write_animal3d(tmp_path / "a3d")
-    write_coco(tmp_path / "coco")
+    root = tmp_path_factory.mktemp("datasets")
+    write_animal3d(root / "a3d")
+    write_coco(root / "coco")
     for name, folder in (("animal3d", "a3d"), ("coco_keypoints", "coco")):
-        build(name, tmp_path / folder, tmp_path / "data", progress=False)
-    config = small_config(**{"data.name": "animal3d", "data.root": str(tmp_path / "data"), "data.worker_count": 0,
+        build(name, root / folder, root / "data", progress=False)
+    return root / "data"
+
+
+def test_data_mixture_reads_both_sets_by_weight_and_resumes_exactly(built_root):
+    from animax.train import input as input_lib
+
+    config = small_config(**{"data.name": "animal3d", "data.root": str(built_root), "data.worker_count": 0,
+                             "data.prefetch": 0, "data.mixture": "animal3d:1.0,coco_keypoints:0.5"})
+    source = input_lib.train_source(config, None)
+    batches = [next(source) for _ in range(6)]
+    counts = np.bincount(np.concatenate([b["dataset"] for b in batches]), minlength=2)
+    # The mixture's table holds every record of both; 48 draws keep close to 2 : 1.
+    assert counts.sum() == 48 and 0.5 < counts[0] / 48 < 0.85
+    resumed = input_lib.train_source(config, None)
+    probe = input_lib.train_source(config, None)
+    for _ in range(3):
+        next(probe)
+    resumed.set_state(probe.get_state())
+    for expected in batches[3:]:
+        got = next(resumed)
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    with pytest.raises(ValueError, match="DATASET:WEIGHT"):
+        input_lib.mixture(small_config(**{"data.mixture": "animal3d"}))
+
+
+def test_eval_mode_reports_every_dataset_in_animer_layout(built_root, tmp_path, capsys):
+    """--mode eval over two built datasets: one AniMer table each; PA-MPJPE / PA-MPVPE only where
+    the set has 3D ground truth (AniMer prints 0 for the others, animax n/a)."""
+    config = small_config(**{"data.name": "animal3d", "data.root": str(built_root), "data.worker_count": 0,
                              "data.eval_sets": "animal3d:test,coco_keypoints:train"})
     assert loop.run(config, tmp_path / "run", mode="eval") == 0
     out = capsys.readouterr().out

@@ -53,16 +53,34 @@ def close_train_source(source) -> None:
         source.close()
 
 
+def _pairs(spec, what, key):
+    """'a:x,b:y' -> [(a, x), (b, y)]; a ValueError naming `key` otherwise."""
+    pairs = [item.strip().split(":") for item in spec.split(",") if item.strip()]
+    if not pairs or any(len(p) != 2 or not all(p) for p in pairs):
+        raise ValueError(f"{key}={spec!r}: expected comma-separated {what} pairs")
+    return [tuple(p) for p in pairs]
+
+
+def mixture(config) -> list[tuple[str, float]] | None:
+    """`config.data.mixture` ("animal3d:1.0,ctrlani3d:0.5,horse10:0.15") as (dataset, weight)
+    pairs, or None: train on `data.name` alone."""
+    spec = config.data.get("mixture")
+    if not spec:
+        return None
+    pairs = _pairs(spec, "DATASET:WEIGHT", "config.data.mixture")
+    try:
+        return [(name, float(weight)) for name, weight in pairs]
+    except ValueError:
+        raise ValueError(f"config.data.mixture={spec!r}: a weight is not a number") from None
+
+
 def eval_sets(config) -> list[tuple[str, str]]:
     """(dataset, split) pairs that `--mode eval` reports: `config.data.eval_sets`
     ("animal3d:test,horse10:test_within", all in `data.root`), else the training set's held-out split."""
     spec = config.data.get("eval_sets")
     if not spec:
         return [(config.data.name, config.data.eval_split)]
-    pairs = [item.strip().split(":") for item in spec.split(",") if item.strip()]
-    if any(len(p) != 2 or not all(p) for p in pairs):
-        raise ValueError(f"config.data.eval_sets={spec!r}: expected comma-separated DATASET:SPLIT pairs")
-    return [tuple(p) for p in pairs]
+    return _pairs(spec, "DATASET:SPLIT", "config.data.eval_sets")
 
 
 def eval_batches(config, body: SMALModel | BodyModelBank, dataset: tuple[str, str] | None = None):
@@ -104,7 +122,7 @@ def _pad(batch: dict, size: int) -> dict:
 
 def _dataset_source(config, split, batch_size, train, name=None):
     """A grain iterator over a built animax.data dataset (`name`, default `config.data.name`, in
-    `config.data.root`).
+    `config.data.root`); training reads the weighted `data.mixture` when one is set.
 
     Training: shuffled, endless, augmented per `config.data.augment`; its state (bytes) is
     checkpointed. Evaluation: one pass in order, the last batch short (padded by the caller).
@@ -113,14 +131,14 @@ def _dataset_source(config, split, batch_size, train, name=None):
 
     from animax import data as data_lib  # TFDS and grain are only needed for real datasets
 
-    name = name or config.data.name
+    weighted = (mixture(config) if train else None) or [(name or config.data.name, 1.0)]
     if not config.data.root:
-        raise ValueError(f"config.data.root must name the folder {name!r} was built into "
+        raise ValueError(f"config.data.root must name the folder {weighted[0][0]!r} was built into "
                          "(python -m animax.data.build ... --data_dir ROOT)")
-    source = data_lib.open_source(name, split, config.data.root)
+    sources = [data_lib.open_source(n, split, config.data.root) for n, _ in weighted]
     sharded = jax.process_count() > 1
     loader = data_lib.make_loader(
-        [source], batch_size=batch_size, seed=config.seed,
+        sources, weights=[w for _, w in weighted], batch_size=batch_size, seed=config.seed,
         augment=data_lib.AugmentConfig() if train and config.data.augment else None,
         worker_count=config.data.worker_count, num_epochs=None if train else 1, shuffle=train,
         drop_remainder=train, shard_options=grain.ShardByJaxProcess() if sharded else None)

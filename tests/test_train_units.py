@@ -247,6 +247,46 @@ def test_pck_and_auc_give_no_weight_to_samples_without_visible_keypoints():
     np.testing.assert_allclose(auc[0], 1.0 - 0.5 / 99, rtol=f32_tol(100))
 
 
+def _animer_similarity_transform(s1, s2):
+    """AniMer's compute_similarity_transform (amr/utils/evaluate_metric.py), batched, float64 NumPy."""
+    x1, x2 = s1 - s1.mean(1, keepdims=True), s2 - s2.mean(1, keepdims=True)
+    k = np.einsum("bni,bnj->bij", x1, x2)
+    u, _, vt = np.linalg.svd(k)
+    v = np.swapaxes(vt, 1, 2)
+    z = np.tile(np.eye(3), (len(s1), 1, 1))
+    z[:, -1, -1] *= np.sign(np.linalg.det(u @ vt))
+    r = v @ z @ np.swapaxes(u, 1, 2)
+    scale = np.trace(r @ k, axis1=1, axis2=2) / (x1 ** 2).sum((1, 2))
+    t = s2.mean(1) - scale[:, None] * np.einsum("bij,bj->bi", r, s1.mean(1))
+    return scale[:, None, None] * np.einsum("bij,bnj->bni", r, s1) + t[:, None]
+
+
+def test_pa_mpjpe_and_pa_mpvpe_match_animer():
+    rng = np.random.default_rng(8)
+    gt3 = rng.normal(size=(4, 26, 3))
+    pred3 = gt3 + rng.normal(scale=0.1, size=gt3.shape)
+    conf = np.ones((4, 26, 1))
+    conf[2] = 0.0                                  # no 3D ground truth: weight 0
+    gt4 = np.concatenate([gt3, conf], -1)
+    # AniMer (eval_3d): both centred on keypoint 7, the prediction aligned, mean distance x 1000.
+    centred = lambda x: x - x[:, 7:8]
+    aligned = _animer_similarity_transform(centred(pred3), centred(gt3))
+    expected = np.linalg.norm(aligned - centred(gt3), axis=-1).mean(-1) * 1000
+    value, weight = metrics.pa_mpjpe(jnp.asarray(pred3, jnp.float32), jnp.asarray(gt4, jnp.float32), jnp.ones(4))
+    np.testing.assert_array_equal(weight, [1, 1, 0, 1])
+    # A 3x3 SVD of 26-point sums, then residuals ~10x smaller than the points they come from.
+    np.testing.assert_allclose(value, expected, rtol=f32_tol(26, 3, 3, 3, 26, cond=10.0))
+    # PA-MPVPE: all vertices, uncentred, the prediction aligned to the ground-truth mesh.
+    gt_v = rng.normal(size=(3, 400, 3))
+    pred_v = 1.3 * gt_v @ Rotation.random(random_state=9).as_matrix().T + 0.2 + rng.normal(scale=0.05, size=gt_v.shape)
+    expected = np.linalg.norm(_animer_similarity_transform(pred_v, gt_v) - gt_v, axis=-1).mean(-1) * 1000
+    value, weight = metrics.pa_mpvpe(jnp.asarray(pred_v, jnp.float32), jnp.asarray(gt_v, jnp.float32),
+                                     jnp.ones((3, 400)), jnp.asarray([1.0, 0.0, 1.0]), jnp.ones(3))
+    np.testing.assert_array_equal(weight, [1, 0, 1])
+    # The same steps over 400 points; |points| ~ 2.2 against residuals ~ 0.09: cond ~ 25.
+    np.testing.assert_allclose(value, expected, rtol=f32_tol(400, 3, 3, 3, 400, cond=30.0))
+
+
 def test_pa_mpjpe_ignores_similarity_transforms():
     rng = np.random.default_rng(3)
     gt = rng.normal(size=(2, 26, 3))

@@ -46,6 +46,7 @@ def get_config():
     config.log_every_steps = 50         # train metrics to JSONL / TensorBoard / progress bar
     config.eval_every_steps = 1000      # held-out PCK@0.1 and PA-MPJPE; a checkpoint with metrics follows
     config.eval_at_start = True         # also evaluate the initial state (step 0: the curves' starting point)
+    config.eval_overlays = 8            # validation overlays (infer.py's) in TensorBoard at every evaluation; 0 = none
     config.max_nonfinite_steps = 20     # stop after this many consecutive non-finite steps (each is skipped)
 
     # ---- checkpoints (WORKDIR/checkpoints; a run resumes from the latest automatically)

@@ -290,3 +290,53 @@ def test_eval_mode_reports_every_dataset_in_animer_layout(built_root, tmp_path, 
         assert float(rows["PCK@0.1"]) <= float(rows["PCK@0.15"])
         for key in ("Avg PA-MPJPE", "Avg PA-MPVPE"):
             assert (rows[key] != "n/a") == has_3d and (not has_3d or float(rows[key]) > 0), (key, rows[key])
+
+
+def _event_images(folder):
+    """{tag: [(step, uint8 image)]} read back from tensorboardX event files: TFRecord framing
+    (length, crc, Event proto, crc) and each image summary's PNG bytes."""
+    import io
+    import struct
+
+    from PIL import Image
+    from tensorboardX.proto import event_pb2
+
+    images = {}
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("image"):
+                    pixels = np.asarray(Image.open(io.BytesIO(value.image.encoded_image_string)))
+                    images.setdefault(value.tag, []).append((event.step, pixels))
+    return images
+
+
+def test_evaluation_logs_a_grid_of_validation_overlays(tmp_path):
+    from animax.inference.overlay import overlay_image
+    from animax.train import input as input_lib
+    from animax.train.writers import MetricWriter
+
+    config = small_config(eval_overlays=2)
+    trainer = loop.Trainer(config, tmp_path)
+    state = trainer.restore_or_init()
+    grid = trainer.overlay_grid(state)
+    assert grid.shape == (2 * 256, 3 * 256, 3) and grid.dtype == np.uint8
+    # Row 1 is infer.py's overlay of the second held-out example under the same weights.
+    local = next(iter(input_lib.eval_batches(config, trainer.body)))
+    variables = {"params": state.params, "batch_stats": state.batch_stats, "smal": trainer.smal}
+    out = jax.device_get(trainer.model.apply(variables, local["image"][1:2]))
+    expected = overlay_image(local["image"][1], out["vertices"][0], out["cam_t"][0], np.asarray(trainer.body.faces),
+                             out["keypoints_2d"][0], out["head_box"][0])
+    # Other batch shapes, so float32 vertices differ in the last bits: a few edge pixels may flip.
+    assert np.mean(np.any(grid[256:] != expected, axis=-1)) < 0.01
+    writer = MetricWriter(tmp_path)
+    writer.image(7, "eval/overlays", grid)
+    writer.close()
+    (step, logged), = _event_images(tmp_path / "tensorboard")["eval/overlays"]
+    assert step == 7
+    np.testing.assert_array_equal(logged, grid)

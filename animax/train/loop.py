@@ -30,7 +30,8 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from animax.models import build_model
-from animax.smal import load_body, load_pose_prior, load_shape_prior
+from animax.inference.overlay import overlay_image
+from animax.smal import BodyModelBank, load_body, load_pose_prior, load_shape_prior
 from animax.train import input as input_lib
 from animax.train import metrics as metrics_lib
 from animax.train import optim
@@ -79,7 +80,7 @@ class Trainer:
         self.tx = optim.make_optimizer(config, abstract_trainable)
         trained = optim.trained_mask(abstract_trainable, config.trainable)
         self.abstract_state, self.shardings = state_lib.abstract_train_state(self.model, config, self.tx, self.mesh)
-        self.train_step, self.eval_step = step_lib.jit_steps(self.model, config, self.tx, self.mesh, self.shardings,
+        self.train_step, self.eval_step, self.preview_step = step_lib.jit_steps(self.model, config, self.tx, self.mesh, self.shardings,
                                                              load_priors(config.loss), trained)
         self.checkpointer = Checkpointer(self.workdir, config)
 
@@ -119,6 +120,35 @@ class Trainer:
             results.update({f"retrieval/{label}_{k}": v for k, v in scores.items() if k != "queries"})
         return results
 
+    def _evaluate_and_log(self, state, step, writer) -> dict:
+        """Held-out metrics and the overlay grid of `state`, written at `step`."""
+        metrics = self.evaluate(state)
+        writer.write(step, "eval", metrics)
+        grid = self.overlay_grid(state)
+        if grid is not None:
+            writer.image(step, "eval/overlays", grid)
+        writer.flush()
+        return metrics
+
+    def overlay_grid(self, state):
+        """uint8 RGB [n * 256, 768, 3]: the first `config.eval_overlays` held-out examples, one row
+        each as infer.py's overlay (crop with keypoints and head box | mesh over the crop | side
+        view); None when that is 0."""
+        count = self.config.get("eval_overlays", 0)
+        if not count:
+            return None
+        local = next(iter(input_lib.eval_batches(self.config, self.body)))
+        out = jax.device_get(self.preview_step(state, self.batch(local, input_lib.EVAL_KEYS), self.smal))
+        rows = []
+        for b in range(min(count, int(np.sum(local["valid"])))):
+            body, vertices = self.body, out["vertices"][b]
+            if isinstance(body, BodyModelBank):          # the row's own mesh, without padding
+                m = int(local["body_model"][b])
+                body, vertices = body.own(m), vertices[:body.vertex_counts[m]]
+            rows.append(overlay_image(local["image"][b], vertices, out["cam_t"][b], np.asarray(body.faces),
+                                      out["keypoints_2d"][b], out["head_box"][b]))
+        return np.concatenate(rows, axis=0)
+
     # ---- modes
     def train(self) -> int:
         config = self.config
@@ -132,7 +162,7 @@ class Trainer:
                    dynamic_ncols=True, unit="step")
         try:
             if start == 0 and config.eval_at_start:
-                writer.write(0, "eval", self.evaluate(state))
+                self._evaluate_and_log(state, 0, writer)
             window_start, window_steps = time.perf_counter(), 0
             last = min(config.num_train_steps, self.stop_after or config.num_train_steps)
             for step in range(start + 1, last + 1):   # `step`: state.step after the update
@@ -157,10 +187,8 @@ class Trainer:
                 eval_metrics = None
                 if step % config.eval_every_steps == 0 or step == config.num_train_steps:
                     eval_start = time.perf_counter()
-                    eval_metrics = self.evaluate(state)
+                    eval_metrics = self._evaluate_and_log(state, step, writer)
                     window_start += time.perf_counter() - eval_start   # rates count training only
-                    writer.write(step, "eval", eval_metrics)
-                    writer.flush()
                     bar.write(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
                 if eval_metrics is not None or step % config.checkpoint.every_steps == 0 or step == last:
                     self.checkpointer.save(state, source.get_state(), eval_metrics)

@@ -127,12 +127,25 @@ def eval_step(state: TrainState, batch, smal, *, model, config):
     return sums, descriptors
 
 
+# What an overlay of a validation example needs (animax.inference.overlay.overlay_image).
+PREVIEW_OUTPUTS = ("vertices", "cam_t", "keypoints_2d", "head_box")
+
+
+def preview_step(state: TrainState, batch, smal, *, model, config):
+    """The outputs of PREVIEW_OUTPUTS for one batch (the TensorBoard overlays of an evaluation)."""
+    outputs = _apply(model, merged_params(state, config), state.batch_stats, smal, batch, train=False)
+    return {k: outputs[k] for k in PREVIEW_OUTPUTS}
+
+
 def jit_steps(model, config, tx, mesh, shardings, priors, trained):
-    """(train_step, eval_step) jitted with explicit in/out shardings; the state is donated."""
+    """(train_step, eval_step, preview_step) jitted with explicit in/out shardings; the train
+    state is donated."""
     rep = sharding_lib.replicated(mesh)
     batch = sharding_lib.batch_sharding(mesh)
     train = jax.jit(functools.partial(train_step, model=model, tx=tx, config=config, priors=priors, trained=trained),
                     in_shardings=(shardings, batch, rep), out_shardings=(shardings, rep), donate_argnums=0)
     evaluate = jax.jit(functools.partial(eval_step, model=model, config=config),
                        in_shardings=(shardings, batch, rep), out_shardings=rep)
-    return train, evaluate
+    preview = jax.jit(functools.partial(preview_step, model=model, config=config),
+                      in_shardings=(shardings, batch, rep), out_shardings=rep)
+    return train, evaluate, preview

@@ -3,7 +3,8 @@ TensorFlow), a loss/metric curve PNG, and `say` for the console. Only process 0 
 processes get a writer that does nothing.
 
     WORKDIR/metrics.jsonl      one {"step": n, "split": "train"|"eval", <name>: value, ...} per line
-    WORKDIR/tensorboard/       event files, tags "<split>/<name>"
+    WORKDIR/tensorboard/       event files, tags "<split>/<name>", and "eval/overlays": a grid of
+                               validation overlays at every evaluation
     WORKDIR/curves.png         training loss and every evaluation metric against the step
 """
 
@@ -54,6 +55,11 @@ class MetricWriter:
             f.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
         for name, value in values.items():
             self.tensorboard.add_scalar(f"{split}/{name}", value, int(step))
+
+    def image(self, step: int, tag: str, pixels) -> None:
+        """One uint8 RGB image [H, W, 3] to TensorBoard (the JSONL file keeps scalars only)."""
+        if self.enabled:
+            self.tensorboard.add_image(tag, pixels, int(step), dataformats="HWC")
 
     def flush(self) -> None:
         if self.enabled:

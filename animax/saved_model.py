@@ -1,7 +1,9 @@
 """Model checkpoints: an orbax directory of arrays with `config.json` beside it.
 
     DIR/config.json   {"config": <the full ml_collections config>, "info": {...provenance...}}
-    DIR/state/        orbax PyTree checkpoint of {"params": ..., "batch_stats": ...}
+    DIR/state/        orbax PyTree checkpoint of {"params": ..., "batch_stats": ...} and, converted
+                      from an AniMer checkpoint, {"discriminator": ...} (training only:
+                      `load_discriminator` reads it; `load_model` leaves it out)
 
 The ViT blocks are stored unscanned (`blocks_{i}`, PyTorch's layout) whatever the config's
 `scan_blocks`: every leaf is then one layer's tensor, which keeps saving within a small
@@ -18,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -28,6 +31,7 @@ from animax.models.pipeline import Pipeline
 
 CONFIG_FILE = "config.json"
 STATE_DIR = "state"
+DISCRIMINATOR = "discriminator"    # the collection of AniMer's discriminator (animax.models.discriminator)
 
 
 def save_model(path, config: ml_collections.ConfigDict, variables, info: dict | None = None) -> None:
@@ -36,7 +40,7 @@ def save_model(path, config: ml_collections.ConfigDict, variables, info: dict | 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        state = {k: variables[k] for k in ("params", "batch_stats") if k in variables}
+        state = {k: variables[k] for k in ("params", "batch_stats", DISCRIMINATOR) if k in variables}
         backbone = state["params"].get("backbone", {})
         if "blocks" in backbone:
             state["params"] = {**state["params"], "backbone": vit.unstack_blocks(backbone)}
@@ -74,8 +78,8 @@ def load_model(path, smal=None, dtype=None) -> tuple[Pipeline, dict]:
     """Loads a converted or trained checkpoint directory.
 
     smal: a SMALModel, a SMAL file (.pkl/.npz), or None for the config's body model (the
-    built-in stand-in when the config names none; the first of a training run's several). dtype: compute dtype override
-    ("float32"/"bfloat16"); parameters stay float32.
+    built-in stand-in when the config names none; the first of a training run's several).
+    dtype: compute dtype override ("float32"/"bfloat16"); parameters stay float32.
     Returns (model, variables) with variables = {"params", "batch_stats", "smal"}.
     """
     config, _ = read_config(path)
@@ -86,7 +90,27 @@ def load_model(path, smal=None, dtype=None) -> tuple[Pipeline, dict]:
     # Inference runs the ViT blocks unrolled, the stored layout.
     model = build_model(config, smal=smal, scan_blocks=False)
     abstract = abstract_variables(model)
-    target = {k: abstract[k] for k in ("params", "batch_stats") if k in abstract}
-    with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
-        state = checkpointer.restore(Path(path).absolute() / STATE_DIR, args=ocp.args.StandardRestore(target))
+    state = _restore(path, {k: abstract[k] for k in ("params", "batch_stats") if k in abstract})
     return model, {**state, "smal": {"model": model.body_model}}
+
+
+def load_discriminator(path):
+    """The discriminator parameters a converted AniMer checkpoint directory holds, or None."""
+    from animax.models.discriminator import init_discriminator
+
+    with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+        stored = checkpointer.metadata(Path(path).absolute() / STATE_DIR).item_metadata.tree
+    if DISCRIMINATOR not in stored:
+        return None
+    return _restore(path, {DISCRIMINATOR: jax.eval_shape(init_discriminator, jax.random.PRNGKey(0))})[DISCRIMINATOR]
+
+
+def _restore(path, target: dict) -> dict:
+    """The collections of `target` (abstract arrays) from the stored state, as device arrays on
+    the default device; the other stored collections are not read."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), target)
+    args = ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                                  partial_restore=True)
+    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+        return dict(checkpointer.restore(Path(path).absolute() / STATE_DIR, args=args))

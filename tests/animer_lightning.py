@@ -126,7 +126,7 @@ def compose(config_dir, overrides=()):
         return hydra_compose("train.yaml", overrides=["experiment=AniMerStage2", *overrides])
 
 
-def _discriminator_shapes():
+def discriminator_shapes():
     """AniMer's Discriminator (HMR's): per-joint 1x1 convs and linears over 34 joints, betas, bones."""
     shapes = {"D_conv1.weight": (32, 9, 1, 1), "D_conv1.bias": (32,), "D_conv2.weight": (32, 32, 1, 1),
               "D_conv2.bias": (32,)}
@@ -155,7 +155,7 @@ class AniMerLayout(pl.LightningModule):
         state.update({f"smal_head.{k}": v for k, v in random_state(head, seed + 1, scale=0.02).items()})
         shapes = torch_class_head_shapes(width, class_head.get("hidden_dim", 4096), class_head.get("output_dim", 256))
         state.update({f"class_token_head.head.{k}": v for k, v in random_state(shapes, seed + 2).items()})
-        state.update({f"discriminator.{k}": v for k, v in random_state(_discriminator_shapes(), seed + 3).items()})
+        state.update({f"discriminator.{k}": v for k, v in random_state(discriminator_shapes(), seed + 3).items()})
         register_tensors(self, state, parameters=True)
         buffers = {"smal_head.init_pose": torch.zeros(1, 210), "smal_head.init_betas": torch.zeros(1, 41),
                    "smal_head.init_cam": torch.tensor([[0.9, 0.0, 0.0]]),

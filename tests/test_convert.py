@@ -19,7 +19,8 @@ import torch
 import convert_weights
 from animax import load_model, load_smal
 from animax.saved_model import read_config
-from nn_reference import assert_matches_animer
+from animer_lightning import discriminator_shapes
+from nn_reference import assert_matches_animer, f32_tol, rel_err
 from torch_reference import (random_state, register_tensors, torch_class_head_shapes, torch_head,
                              torch_head_shapes, torch_vit, torch_vit_shapes)
 
@@ -57,8 +58,9 @@ def animer_state(seed=0):
     sd.update({"smal_head.init_pose": torch.zeros(1, 210), "smal_head.init_betas": torch.zeros(1, 41),
                "smal_head.init_cam": torch.tensor([[0.9, 0.0, 0.0]]),
                "smal.shapedirs": torch.zeros(10, 3, 41), "smal.v_template": torch.zeros(10, 3),
-               "discriminator.fc.weight": torch.zeros(4, 4), "shape_prior_loss.betas_prec": torch.zeros(5, 41, 41),
+               "shape_prior_loss.betas_prec": torch.zeros(5, 41, 41),
                "pose_prior_loss.mean_pose": torch.zeros(105), "initialized": torch.tensor(True)})
+    sd.update({f"discriminator.{k}": v for k, v in random_state(discriminator_shapes(), seed + 3).items()})
     return sd
 
 
@@ -120,11 +122,49 @@ def test_round_trip_to_torch_is_exact(converted):
     sd, tmp = converted
     assert convert_weights.main(["--to-torch", str(tmp / "animax_ckpt"), str(tmp / "back.pth")]) == 0
     back = torch.load(tmp / "back.pth", weights_only=True)["state_dict"]
-    network = {k: v for k, v in sd.items() if k.split(".")[0] in ("backbone", "smal_head", "class_token_head")
-               and not k.endswith("num_batches_tracked")}
+    network = {k: v for k, v in sd.items()
+               if k.split(".")[0] in ("backbone", "smal_head", "class_token_head", "discriminator")
+               and not k.endswith("num_batches_tracked") and not k.startswith("discriminator.bone_")}
     assert set(back) == set(network)
     for k, v in network.items():
         assert torch.equal(back[k], v), k
+
+
+def torch_discriminator(sd, pose, betas):
+    """AniMer's Discriminator.forward from its state dict: pose [B, 34, 3, 3], betas [B, 41]."""
+    w = lambda name: sd[f"discriminator.{name}"].to(pose.dtype)  # noqa: E731
+    relu, linear = torch.relu, torch.nn.functional.linear
+    x = pose.reshape(-1, 34, 1, 9).permute(0, 3, 1, 2)                     # [B, 9, 34, 1]
+    x = relu(torch.nn.functional.conv2d(x, w("D_conv1.weight"), w("D_conv1.bias")))
+    x = relu(torch.nn.functional.conv2d(x, w("D_conv2.weight"), w("D_conv2.bias")))
+    per_joint = torch.cat([linear(x[:, :, j, 0], w(f"pose_out.{j}.weight"), w(f"pose_out.{j}.bias"))
+                           for j in range(34)], 1)
+    b = relu(linear(betas, w("betas_fc1.weight"), w("betas_fc1.bias")))
+    b = linear(relu(linear(b, w("betas_fc2.weight"), w("betas_fc2.bias"))), w("betas_out.weight"), w("betas_out.bias"))
+    a = x.reshape(len(x), -1)
+    a = relu(linear(a, w("D_alljoints_fc1.weight"), w("D_alljoints_fc1.bias")))
+    a = relu(linear(a, w("D_alljoints_fc2.weight"), w("D_alljoints_fc2.bias")))
+    return torch.cat([per_joint, b, linear(a, w("D_alljoints_out.weight"), w("D_alljoints_out.bias"))], 1)
+
+
+def test_discriminator_converts_and_matches_pytorch(converted):
+    from animax.models.discriminator import Discriminator
+    from animax.saved_model import load_discriminator
+
+    sd, tmp = converted
+    params = load_discriminator(tmp / "animax_ckpt")
+    rng = np.random.default_rng(3)
+    pose = torch.from_numpy(rng.normal(size=(3, 34, 3, 3)).astype(np.float32))
+    betas = torch.from_numpy(rng.normal(size=(3, 41)).astype(np.float32))
+    got = Discriminator().apply({"params": params}, jnp.asarray(pose.numpy()), jnp.asarray(betas.numpy()))
+    with torch.no_grad():
+        expected = torch_discriminator(sd, pose.double(), betas.double()).numpy()
+    # The longest path: 9 -> 32 -> 32 -> 1088 -> 1024 -> 1024 -> 1 products, float32 against float64.
+    assert got.shape == (3, 36)
+    assert rel_err(got, expected) < f32_tol(9, 1, 32, 1, 1088, 1, 1024, 1, 1024)
+    # No discriminator in a plain converted model: load_model leaves it out.
+    _, variables = load_model(tmp / "animax_ckpt")
+    assert "discriminator" not in variables
 
 
 def write_mmcv_checkpoint(path, sd):

@@ -24,6 +24,7 @@ from animax.convert.sources import Source, differences, locate, read_hydra_confi
 from animax.convert.torch_reader import LazyTensor, read_torch_checkpoint
 from animax.models import abstract_variables, build_model, init_variables, vit
 from animax.models.config import model_config
+from animax.models.discriminator import init_discriminator
 
 # Heads of the standard ViT widths (a checkpoint stores no head count).
 _HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
@@ -204,7 +205,8 @@ def _flatten(tree, prefix=()):
 
 
 def convert(src, smal=None, progress=True) -> tuple[ml_collections.ConfigDict, dict, Report]:
-    """Reads a PyTorch checkpoint into (config, variables {"params", "batch_stats"}, report).
+    """Reads a PyTorch checkpoint into (config, variables {"params", "batch_stats"} and, when the
+    checkpoint has AniMer's discriminator, "discriminator"), report).
 
     The variables are in the checkpoint layout (unscanned ViT blocks) whatever config.model.scan_blocks says.
     """
@@ -219,6 +221,9 @@ def convert(src, smal=None, progress=True) -> tuple[ml_collections.ConfigDict, d
     model = build_model(config, smal=smal, scan_blocks=False)
     abstract = abstract_variables(model)
     expected = {path: leaf for path, leaf in _flatten({k: abstract[k] for k in ("params", "batch_stats")})}
+    if any(name.startswith(keymap.DISCRIMINATOR + ".") for name in tensors):
+        discriminator = jax.eval_shape(init_discriminator, jax.random.PRNGKey(0))
+        expected.update(_flatten({keymap.DISCRIMINATOR: discriminator}))
     out: dict = {}
     plan = []  # (torch name, rule, flax path) of the tensors to copy
     for name, tensor in tensors.items():
@@ -272,6 +277,11 @@ def _fill_missing(model, out, expected, filled, kind, report):
         fresh = init_variables(model)
     for path in missing:
         module = path[1]
+        if path[0] == keymap.DISCRIMINATOR:             # a discriminator with some tensors missing
+            value = np.asarray(_get(init_discriminator(jax.random.PRNGKey(0)), path[1:]))
+            _set(out, path, jax.device_put(value.astype(np.float32)))
+            report.missing.append(("/".join(path), "random init", False))
+            continue
         if path == ("params", "backbone", "cls_token") and fresh is None:
             value = np.asarray(1e-6 * jax.random.normal(jax.random.PRNGKey(0), expected[path].shape))
             init, ok = "AniMer's init N(0, 1e-6)", kind.startswith("ViTPose")
@@ -297,10 +307,11 @@ def _init_small_modules(model):
 def to_torch_state_dict(config, variables) -> "OrderedDict[str, np.ndarray]":
     """animax variables -> AniMer-named arrays (the inverse of `convert`).
 
-    Modules AniMer does not have (head branch, fusion) are left out; the SMAL head's fixed
+    Modules AniMer does not have (head branch, fusion) are left out; the discriminator goes back
+    when `variables` hold one; the SMAL head's fixed
     initial values are added back, as AniMer's state dict holds them.
     """
-    tree = {k: variables[k] for k in ("params", "batch_stats") if k in variables}
+    tree = {k: variables[k] for k in ("params", "batch_stats", keymap.DISCRIMINATOR) if k in variables}
     if "blocks" in tree["params"].get("backbone", {}):
         tree["params"] = {**tree["params"], "backbone": vit.unstack_blocks(tree["params"]["backbone"])}
     state = OrderedDict()

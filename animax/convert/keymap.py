@@ -2,9 +2,11 @@
 
 Each rule names a torch key pattern, the flax path (collection first) and how the tensor
 changes on the way: Linear weights are transposed ([out, in] -> [in, out]), the patch
-convolution goes OIHW -> HWIO, everything else is copied. `{i}` is a layer index.
-Ignored keys (ViTPose's keypoint head, SMAL buffers, the discriminator, loss buffers)
-are listed with the reason the conversion report prints.
+convolution goes OIHW -> HWIO, a 1x1 convolution [out, in, 1, 1] becomes a Dense kernel
+[in, out], everything else is copied. `{i}` is a layer index. The training-only
+discriminator converts into its own collection, `discriminator` (not part of the pipeline).
+Ignored keys (ViTPose's keypoint head, SMAL buffers, loss buffers) are listed with the
+reason the conversion report prints.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 
 import numpy as np
 
-COPY, LINEAR, CONV = "copy", "linear", "conv"
+COPY, LINEAR, CONV, POINTWISE = "copy", "linear", "conv", "pointwise"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +89,19 @@ def _class_head_rules():
     return rules
 
 
-RULES = (*_backbone_rules(), *_smal_head_rules(), *_class_head_rules())
+def _discriminator_rules():
+    t, f = "discriminator", "discriminator"
+    rules = [Rule(f"{t}.D_conv{k}.weight", f"{f}/D_conv{k}/kernel", POINTWISE) for k in (1, 2)]
+    rules += [Rule(f"{t}.D_conv{k}.bias", f"{f}/D_conv{k}/bias") for k in (1, 2)]
+    rules += _linear(f"{t}.pose_out.{{i}}", f"{f}/pose_out_{{i}}")
+    for name in ("betas_fc1", "betas_fc2", "betas_out", "D_alljoints_fc1", "D_alljoints_fc2", "D_alljoints_out"):
+        rules += _linear(f"{t}.{name}", f"{f}/{name}")
+    return rules
+
+
+RULES = (*_backbone_rules(), *_smal_head_rules(), *_class_head_rules(), *_discriminator_rules())
+# The collections a conversion fills besides the pipeline's (params, batch_stats).
+DISCRIMINATOR = "discriminator"
 _COMPILED = [(rule, rule.torch_regex()) for rule in RULES]
 _COMPILED_FLAX = [(rule, rule.flax_regex()) for rule in RULES]
 
@@ -95,7 +109,7 @@ _COMPILED_FLAX = [(rule, rule.flax_regex()) for rule in RULES]
 IGNORED = (
     (re.compile(r"^(backbone\.)?keypoint_head\."), "ViTPose keypoint head (not part of AniMer)"),
     (re.compile(r"^smal\."), "SMAL body-model buffers (the body model comes from --smal)"),
-    (re.compile(r"^discriminator\."), "adversarial discriminator (training only)"),
+    (re.compile(r"^discriminator\.bone_"), "discriminator bone-length branch (not in AniMer's released forward)"),
     (re.compile(r"^(shape_prior_loss|pose_prior_loss|keypoint_[23]d_loss|smal_parameter_loss|supcon_loss)\."),
      "loss buffers"),
     (re.compile(r"^initialized$"), "Lightning bookkeeping"),
@@ -132,6 +146,8 @@ def to_flax(kind: str, array: np.ndarray) -> np.ndarray:
         return array.T
     if kind == CONV:
         return array.transpose(2, 3, 1, 0)
+    if kind == POINTWISE:
+        return array[:, :, 0, 0].T
     return array
 
 
@@ -140,6 +156,8 @@ def to_torch(kind: str, array: np.ndarray) -> np.ndarray:
         return array.T
     if kind == CONV:
         return array.transpose(3, 2, 0, 1)
+    if kind == POINTWISE:
+        return array.T[:, :, None, None]
     return array
 
 

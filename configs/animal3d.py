@@ -103,6 +103,7 @@ def get_config():
     weights.shape_prior = 0.0005        # AniMer (its betas weight): family shape prior, samples without shape GT
     weights.pose_prior = 0.001          # AniMer ((global_orient + pose weights) / 2): samples without pose GT
     weights.supcon = 0.0005             # AniMer: supervised contrastive on class-token features
+    weights.adversarial = 0.0           # AniMer stage 1: 0.0005, the discriminator prior (configs/animer_stage1.py)
     weights.betas_l2 = 0.0              # seed: ||betas||^2 (off in AniMer's stage 2)
     weights.pose_smoothness = 0.0       # seed: first-order difference of rotations along the chain
     weights.fused_l2 = 0.0              # seed: ||fused_features||^2

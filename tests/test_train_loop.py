@@ -340,3 +340,43 @@ def test_evaluation_logs_a_grid_of_validation_overlays(tmp_path):
     (step, logged), = _event_images(tmp_path / "tensorboard")["eval/overlays"]
     assert step == 7
     np.testing.assert_array_equal(logged, grid)
+
+
+def test_adversarial_stage_trains_the_discriminator_against_the_model(tmp_path):
+    """loss.weights.adversarial > 0 (AniMer's stage 1): the model's loss gets the generator term
+    of the discriminator as it was, then the discriminator takes its own step on the batch's
+    ground truth (real) against the step's predictions (fake)."""
+    from animax.models.discriminator import Discriminator
+    from animax.train import input as input_lib
+    from animax.train.losses import gt_rotations
+    from nn_reference import f32_tol, pipeline_steps
+
+    # A small learning rate keeps AdamW's first (sign-like) step in the first-order regime.
+    config = small_config(**{"loss.weights.adversarial": 0.0005, "optim.learning_rate": 1e-5, "optim.warmup_steps": 0})
+    trainer = loop.Trainer(config, tmp_path)
+    state = trainer.restore_or_init()
+    assert {"D_conv1", "pose_out_33", "betas_out", "D_alljoints_out"} <= set(state.discriminator)
+    source = input_lib.train_source(config, trainer.body)
+    local = next(source)
+    input_lib.close_train_source(source)
+    before = jax.device_get(state.discriminator)     # the step donates the state
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats, "smal": trainer.smal})
+    out = trainer.model.apply(variables, local["image"])
+    new_state, metrics = trainer.train_step(state, trainer.batch(local, input_lib.TRAIN_KEYS), trainer.smal)
+
+    score = lambda params, pose, betas: np.asarray(Discriminator().apply({"params": params}, pose[:, 1:], betas))
+    fake = score(before, out["pose"], out["betas"])
+    real = score(before, np.asarray(gt_rotations(local["pose"])), local["betas"])
+    batch = len(local["image"])
+    # The predictions of the step and of this apply: the whole pipeline's float32 error, then
+    # the discriminator's products (9, 32, 1088, 1024, 1024 terms).
+    tol = f32_tol(*pipeline_steps(config.model), 9, 32, 1088, 1024, 1024, sides=2)
+    np.testing.assert_allclose(metrics["loss/adversarial"], np.sum((fake - 1) ** 2) / batch, rtol=tol)
+    np.testing.assert_allclose(metrics["loss/discriminator"],
+                               (np.sum(fake ** 2) + np.sum((real - 1) ** 2)) / batch, rtol=tol)
+    # One step lowers the discriminator's loss on this batch: it tells real from fake better.
+    after = jax.device_get(new_state.discriminator)
+    fake_after = score(after, out["pose"], out["betas"])
+    real_after = score(after, np.asarray(gt_rotations(local["pose"])), local["betas"])
+    assert np.sum(fake_after ** 2) + np.sum((real_after - 1) ** 2) < np.sum(fake ** 2) + np.sum((real - 1) ** 2)
+    assert int(metrics["skipped"]) == 0

@@ -14,6 +14,8 @@ AniMer's terms (amr/models/losses.py, amr/models/amr.py `compute_loss`), B = bat
     pose_prior     mean over samples WITHOUT pose GT of the pose prior. AniMer adds half of it
                    to the global-orient term and half to the pose term, so its weight is
                    (w_global_orient + w_pose) / 2 = 0.001
+    adversarial    sum over outputs of (D(pose, betas) - 1)^2 / B: the discriminator's 36 scores
+                   of the predicted non-root pose and betas pulled towards "real" (stage 1)
     supcon         supervised contrastive loss on the class-token head's features, labels =
                    animal family (AniMer feeds the same features as both views, unnormalised)
 The seed pipeline's terms:
@@ -164,6 +166,8 @@ def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07), descriptor_tempe
                         if "shape" in priors else zero),
         "pose_prior": (masked_mean(pose_prior(priors["pose"], pose), 1.0 - has_pose)
                        if "pose" in priors else zero),
+        "adversarial": (jnp.sum(jnp.square(f32(outputs["discriminator"]) - 1.0)) / betas.shape[0]
+                        if "discriminator" in outputs else zero),
         "supcon": supcon_loss(f32(outputs["class_features"]), batch["family"], *supcon),
         "betas_l2": jnp.mean(jnp.sum(jnp.square(betas), axis=-1)),
         "pose_smoothness": pose_smoothness(pose),

@@ -62,3 +62,15 @@ def make_optimizer(config, trainable):
     clip = optax.clip_by_global_norm(opt.grad_clip_norm) if opt.grad_clip_norm else optax.identity()
     return optax.multi_transform({"trained": optax.chain(clip, adamw), "frozen": optax.set_to_zero()},
                                  jax.tree.map(lambda l: "frozen" if l == "frozen" else "trained", labels))
+
+
+def adversarial_weight(config) -> float:
+    """The weight of AniMer's adversarial prior; 0 (the default) leaves the discriminator out."""
+    return float(config.loss.weights.get("adversarial", 0.0))
+
+
+def make_discriminator_optimizer(config):
+    """AniMer's discriminator optimizer: its own AdamW at the model's peak learning rate, held
+    constant, with weight decay on every leaf (torch AdamW's) and no clipping."""
+    opt = config.optim
+    return optax.adamw(opt.learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay)

@@ -11,7 +11,9 @@ from flax import struct, traverse_util
 
 from animax.geometry import CROP_SIZE
 from animax.models import vit
+from animax.models.discriminator import init_discriminator
 from animax.train import lora as lora_lib
+from animax.train import optim
 from animax.train import sharding as sharding_lib
 from animax.train.writers import say
 
@@ -30,6 +32,8 @@ class TrainState:
     lora: Any                  # LoRA factors (lora.py); {} unless config.trainable == "lora"
     batch_stats: Any           # BatchNorm running statistics (class-token head)
     opt_state: Any             # optax state of the trainable tree
+    discriminator: Any         # AniMer's discriminator parameters; {} unless loss.weights.adversarial > 0
+    discriminator_opt_state: Any  # its own optimizer's state (optim.make_discriminator_optimizer)
     rng: jax.Array             # uint32 [2] raw base key; step k uses fold_in(rng, k)
     nonfinite_streak: jax.Array  # int32 [], consecutive skipped (non-finite) steps
     nonfinite_total: jax.Array   # int32 [], all skipped steps
@@ -132,8 +136,13 @@ def _initial_state(model, config, tx, body):
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     variables, lora = _init_trainable(model, config, init_rng, body)
     zero = jnp.zeros((), jnp.int32)
+    discriminator, discriminator_opt_state = {}, {}
+    if optim.adversarial_weight(config):
+        discriminator = init_discriminator(jax.random.fold_in(init_rng, 1))
+        discriminator_opt_state = optim.make_discriminator_optimizer(config).init(discriminator)
     return TrainState(step=zero, params=variables["params"], lora=lora, batch_stats=variables["batch_stats"],
                       opt_state=tx.init({"params": variables["params"], "lora": lora}),
+                      discriminator=discriminator, discriminator_opt_state=discriminator_opt_state,
                       rng=train_rng, nonfinite_streak=zero, nonfinite_total=zero)
 
 
@@ -151,17 +160,35 @@ def initial_state(model, config, tx, shardings) -> TrainState:
     if config.init.kind != "scratch":
         variables = pretrained_variables(config, {"params": state.params, "batch_stats": state.batch_stats})
         # Optimizer moments start at zero whatever the parameter values: opt_state stays.
-        state = jax.device_put(state.replace(params=variables["params"], batch_stats=variables["batch_stats"]),
-                               shardings)
+        state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+        if state.discriminator and config.init.kind == "animer":
+            state = state.replace(discriminator=_pretrained_discriminator(config, state.discriminator))
+        state = jax.device_put(state, shardings)
     return state
+
+
+def _pretrained_discriminator(config, fresh):
+    """The discriminator of the converted AniMer checkpoint `config.init.path`, else `fresh`."""
+    from animax.saved_model import load_discriminator
+
+    loaded = load_discriminator(config.init.path)
+    if loaded is None:
+        say(f"init: {config.init.path} holds no discriminator; it starts freshly initialised")
+        return fresh
+    params, taken = overlay(fresh, loaded, f"discriminator from {config.init.path}")
+    say(f"init: {taken} discriminator arrays from {config.init.path}")
+    return params
 
 
 def state_shardings(mesh, abstract_state: TrainState, fsdp_min_bytes: int = 0):
     """Parameters, LoRA and optimizer state per the mesh's fsdp rule; scalars and rng replicated."""
     tree_shardings = lambda tree: sharding_lib.state_shardings(mesh, tree, fsdp_min_bytes)
     rep = sharding_lib.replicated(mesh)
+    replicate = lambda tree: jax.tree.map(lambda _: rep, tree)   # the discriminator is ~6 MB
     return abstract_state.replace(
         step=rep, rng=rep, nonfinite_streak=rep, nonfinite_total=rep,
+        discriminator=replicate(abstract_state.discriminator),
+        discriminator_opt_state=replicate(abstract_state.discriminator_opt_state),
         params=tree_shardings(abstract_state.params), lora=tree_shardings(abstract_state.lora),
         batch_stats=tree_shardings(abstract_state.batch_stats),
         opt_state=tree_shardings(abstract_state.opt_state))

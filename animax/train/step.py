@@ -1,6 +1,8 @@
 """The train step and the evaluation step, jitted with explicit shardings.
 
-`train_step(state, batch, smal) -> (state, metrics)`: one optimizer step on a global batch.
+`train_step(state, batch, smal) -> (state, metrics)`: one optimizer step on a global batch
+(with `loss.weights.adversarial` > 0, then one step of AniMer's discriminator, as its
+training_step does).
 The batch is split into `config.grad_accum_steps` micro-batches (rows i, i + k, i + 2k, ...
 form micro-batch i, which keeps each one sharded like the batch) whose gradients are
 averaged by a scan (one micro-batch: the plain step). A non-finite loss or gradient norm leaves
@@ -20,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from animax.models.discriminator import Discriminator
 from animax.smal.bank import skin
 from animax.train import lora as lora_lib
 from animax.train import losses as losses_lib
@@ -64,12 +67,17 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
     """See the module docstring. trained: a static bool tree like `state.trainable`."""
     scale = lora_scale(config) if state.lora else 0.0
 
+    adversarial = optim.adversarial_weight(config)
+
     def loss_fn(trainable, batch_stats, micro, rng):
         params = lora_lib.merge(trainable["params"], trainable["lora"], scale)
         outputs, updated = _apply(model, params, batch_stats, smal, micro, train=True,
                                   rngs={"dropout": rng}, mutable=["batch_stats"])
+        if adversarial:    # the generator's side: the current discriminator scores the prediction
+            outputs = {**outputs, "discriminator": _discriminate(state.discriminator, outputs["pose"], outputs["betas"])}
         loss, terms = losses_lib.total_loss(outputs, micro, config.loss, priors)
-        return loss, (terms, updated["batch_stats"])
+        fake = jax.lax.stop_gradient((outputs["pose"], outputs["betas"]))
+        return loss, (terms, updated["batch_stats"], fake)
 
     if config.loss.weights.vertices:
         batch = with_gt_vertices(batch, smal)
@@ -78,20 +86,22 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
     trainable = state.trainable
     accum = config.grad_accum_steps
     if accum == 1:
-        (loss, (terms, batch_stats)), grads = grad_fn(trainable, state.batch_stats, batch, rng)
+        (loss, (terms, batch_stats, fake)), grads = grad_fn(trainable, state.batch_stats, batch, rng)
     else:
         def accumulate(carry, inputs):
             grads_sum, batch_stats = carry
             micro, index = inputs
-            (loss, (terms, batch_stats)), grads = grad_fn(trainable, batch_stats, micro,
-                                                          jax.random.fold_in(rng, index))
-            return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats), (loss, terms)
+            (loss, (terms, batch_stats, fake)), grads = grad_fn(trainable, batch_stats, micro,
+                                                                jax.random.fold_in(rng, index))
+            return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats), (loss, terms, fake)
 
         zeros = jax.tree.map(jnp.zeros_like, trainable)
-        (grads, batch_stats), (loss, terms) = jax.lax.scan(
+        (grads, batch_stats), (loss, terms, fake) = jax.lax.scan(
             accumulate, (zeros, state.batch_stats), (_micro_batches(batch, accum), jnp.arange(accum)))
         grads = jax.tree.map(lambda g: g / accum, grads)
         loss, terms = jnp.mean(loss), jax.tree.map(jnp.mean, terms)
+        # The discriminator pairs nothing with the batch order: the micro-batches' rows in any order.
+        fake = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), fake)
 
     trained_grads = jax.tree.map(lambda g, t: g if t else jnp.zeros((), g.dtype), grads, trained)
     grad_norm = optax.tree.norm(trained_grads)
@@ -100,9 +110,16 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
     new_trainable = optax.apply_updates(trainable, updates)
     keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_trainable = keep_if_finite(new_trainable, trainable)
+    discriminator, discriminator_opt_state, disc_metrics = state.discriminator, state.discriminator_opt_state, {}
+    if adversarial:
+        disc_loss, discriminator, discriminator_opt_state = _discriminator_update(state, batch, fake, config)
+        finite = finite & jnp.isfinite(disc_loss)
+        disc_metrics = {"loss/discriminator": disc_loss}
     streak = jnp.where(finite, 0, state.nonfinite_streak + 1)
     new_state = state.replace(
         step=state.step + 1, params=new_trainable["params"], lora=new_trainable["lora"],
+        discriminator=keep_if_finite(discriminator, state.discriminator),
+        discriminator_opt_state=keep_if_finite(discriminator_opt_state, state.discriminator_opt_state),
         batch_stats=keep_if_finite(batch_stats, state.batch_stats),
         opt_state=keep_if_finite(opt_state, state.opt_state),
         nonfinite_streak=streak, nonfinite_total=state.nonfinite_total + (1 - finite.astype(jnp.int32)))
@@ -111,8 +128,34 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
                "nonfinite_total": new_state.nonfinite_total,
                **{f"loss/{k}": v for k, v in terms.items()},
                **{f"weighted/{k}": config.loss.weights[k] * v for k, v in terms.items()},
-               **_module_norms(grads, trained)}
+               **_module_norms(grads, trained), **disc_metrics}
     return new_state, metrics
+
+
+def _discriminate(params, pose, betas):
+    """AniMer's discriminator on poses [B, 35, 3, 3] (the root is not scored) and betas [B, NB]."""
+    return Discriminator().apply({"params": params}, pose[:, 1:], betas)
+
+
+def _discriminator_update(state, batch, fake, config):
+    """AniMer's discriminator step, after the model's: the batch's ground-truth SMAL parameters
+    are real (every row, annotated or not, as AniMer feeds them), the step's predictions (held
+    fixed) are fake; least squares, sum over outputs / B. Returns (unweighted loss, params,
+    optimizer state); the update follows the loss weighted by `adversarial`."""
+    real_pose, real_betas = losses_lib.gt_rotations(batch["pose"]), batch["betas"]
+    fake_pose, fake_betas = fake
+    rows = fake_pose.shape[0]
+
+    def disc_loss(params):
+        fake_score = _discriminate(params, fake_pose, fake_betas)
+        real_score = _discriminate(params, real_pose, real_betas[:, :fake_betas.shape[-1]])
+        return (jnp.sum(jnp.square(fake_score)) + jnp.sum(jnp.square(real_score - 1.0))) / rows
+
+    loss, grads = jax.value_and_grad(disc_loss)(state.discriminator)
+    grads = jax.tree.map(lambda g: optim.adversarial_weight(config) * g, grads)
+    tx = optim.make_discriminator_optimizer(config)
+    updates, opt_state = tx.update(grads, state.discriminator_opt_state, state.discriminator)
+    return loss, optax.apply_updates(state.discriminator, updates), opt_state
 
 
 def eval_step(state: TrainState, batch, smal, *, model, config):

@@ -46,8 +46,11 @@ def test_keypoints_and_mask_stay_on_their_dots_through_every_augmentation():
     draws += [Augmentation(scale=1.3, rotation_deg=60.0, flip=True), Augmentation(scale=0.5),
               Augmentation(scale=2.5)]          # 2.5: a downsampling crop, blurred first
     assert any(d.flip for d in draws) and any(not d.flip for d in draws)
+    x1, y1, x2, y2 = example["bbox"]
     for augmentation in draws:
         out = crop_example(pixels, example, augmentation)
+        # Image lengths (a dataset's PCK scale) scale by the crop's zoom: 256 / the square box's side.
+        np.testing.assert_allclose(out["zoom"], 256 / (max(x2 - x1, y2 - y1) * augmentation.scale), rtol=1e-6)
         rgb = out["image"] * IMAGE_STD + IMAGE_MEAN
         for k in TRACKED:
             # After a flip, keypoint k of the mirrored animal is the dot of its mirror partner.

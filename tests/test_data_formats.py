@@ -96,6 +96,19 @@ def test_horse10_protocol_splits_by_horse(dlc, tmp_path):
     assert sorted(identity) == [(video, i) for i, video in enumerate(horses)]
 
 
+def test_horse10_pck_scale_is_the_horses_median_nose_eye_distance(dlc, tmp_path):
+    root, expected = dlc
+    report = build("horse10", root, tmp_path, progress=False)
+    nose, eye = HORSE10_PARTS.index("Nose"), HORSE10_PARTS.index("Eye")
+    for split in report["examples"]:
+        for example in read_all("horse10", tmp_path, split):
+            video = example["image_id"].decode().split("/")[1]
+            # Every labelled frame of the horse counts, also those whose image is unusable.
+            lengths = [np.linalg.norm(p[nose] - p[eye]) for path, p in expected["points"].items()
+                       if path.split("/")[1] == video and np.isfinite(p[[nose, eye]]).all()]
+            np.testing.assert_allclose(example["pck_scale"], np.median(lengths) if lengths else 0.0, rtol=1e-6)
+
+
 def test_horse10_split_file(dlc, tmp_path):
     root, _ = dlc
     split_file = tmp_path / "splits.json"

@@ -19,7 +19,8 @@ BATCH_SHAPES = {
     "betas": ((4, 41), np.float32), "pose": ((4, 35, 3, 3), np.float32),
     "has_betas": ((4,), np.float32), "has_pose": ((4,), np.float32),
     "has_keypoints_3d": ((4,), np.float32), "has_mask": ((4,), np.float32),
-    "family": ((4,), np.int32), "identity": ((4,), np.int32), "dataset": ((4,), np.int32),
+    "family": ((4,), np.int32), "identity": ((4,), np.int32), "pck_scale": ((4,), np.float32),
+    "dataset": ((4,), np.int32),
 }
 
 

@@ -180,6 +180,19 @@ def test_pck_counts_hits_within_a_tenth_of_the_mask_scale():
     assert weight[0] == 1
 
 
+def test_scaled_pck_divides_by_the_datasets_own_length():
+    # Horse-10's PCK@0.3 with a nose-to-eye distance of 20 crop pixels: hits within 6 pixels.
+    gt = np.zeros((2, 3, 3), np.float32)
+    gt[..., 2] = [[1, 1, 1], [1, 1, 0]]
+    pred = gt[..., :2].copy()
+    pred[:, :, 0] += np.array([5.9, 6.1, 1.0]) / 256
+    value, weight = metrics.scaled_pck(pred, gt, np.array([20.0, 20.0], np.float32), np.ones(2), 0.3)
+    np.testing.assert_allclose(value, [2 / 3, 1 / 2], rtol=1e-6)
+    np.testing.assert_array_equal(weight, [1, 1])
+    _, weight = metrics.scaled_pck(pred, gt, np.array([20.0, 0.0], np.float32), np.ones(2), 0.3)
+    np.testing.assert_array_equal(weight, [1, 0])              # no scale: not counted
+
+
 def test_pck_without_a_mask_uses_the_labelled_keypoints_box():
     gt = np.zeros((1, 4, 3), np.float32)
     gt[0, :, :2] = np.array([[0, 0], [64, 0], [64, 144], [250, 250]]) / 256 - 0.5

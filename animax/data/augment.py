@@ -86,7 +86,8 @@ def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZ
     training uses TRAINING_BLUR_TRUNCATE, its inference INFERENCE_BLUR_TRUNCATE).
     Returns float32 `image [S,S,3]` (ImageNet-normalised), `mask [S,S]` (0..1, zeros without
     a mask), `keypoints_2d [26,3]` (crop-normalised x, y in [-0.5, 0.5] over the crop, and
-    confidence), `keypoints_3d [26,4]`, `pose [35,3,3]` rotation matrices.
+    confidence), `keypoints_3d [26,4]`, `pose [35,3,3]` rotation matrices, `zoom` (crop pixels
+    per image pixel).
     """
     center, size = square_box(example["bbox"])
     center = center + np.asarray(augmentation.shift) * size
@@ -115,4 +116,5 @@ def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZ
         "keypoints_2d": keypoints_2d,
         "keypoints_3d": keypoints_3d,
         "pose": pose.astype(np.float32),
+        "zoom": np.float32(out_size / size),    # crop pixels per image pixel
     }

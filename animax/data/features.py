@@ -20,6 +20,8 @@ Pillow. Stored fields (K = 26 SMAL keypoints, J = 35 SMAL joints):
     family          int32, SMAL shape family index into FAMILY_NAMES, -1 when unknown
     identity        int32, the individual animal within its dataset (Horse-10: one per horse),
                     -1 when unknown
+    pck_scale       float32, the length in image pixels that a dataset's own PCK divides by
+                    (Horse-10: its horse's median nose-to-eye distance), 0 when it has none
     has_mask, has_keypoints_3d, has_betas, has_pose, has_trans: bool
 """
 
@@ -57,6 +59,7 @@ FEATURES = tfds.features.FeaturesDict({
     "trans": _tensor(3),
     "family": tfds.features.Scalar(dtype=np.int32),
     "identity": tfds.features.Scalar(dtype=np.int32),
+    "pck_scale": tfds.features.Scalar(dtype=np.float32),
     "has_mask": tfds.features.Scalar(dtype=np.bool_),
     "has_keypoints_3d": tfds.features.Scalar(dtype=np.bool_),
     "has_betas": tfds.features.Scalar(dtype=np.bool_),
@@ -95,7 +98,7 @@ def family_index(family) -> int:
 
 def make_example(*, image: bytes, image_id: str, bbox, keypoints_2d, keypoints_3d=None,
                  betas=None, pose=None, trans=None, mask: bytes | None = None,
-                 family: int = UNKNOWN_FAMILY, identity: int = UNKNOWN_IDENTITY) -> dict:
+                 family: int = UNKNOWN_FAMILY, identity: int = UNKNOWN_IDENTITY, pck_scale: float = 0.0) -> dict:
     """One stored example; absent annotations become zeros with their has-flag False.
 
     bbox (x1, y1, x2, y2); keypoints_2d [26, 3]; keypoints_3d [26, 3] (confidence 1) or
@@ -127,6 +130,7 @@ def make_example(*, image: bytes, image_id: str, bbox, keypoints_2d, keypoints_3
         "trans": field(trans, (3,)),
         "family": np.int32(family),
         "identity": np.int32(identity),
+        "pck_scale": np.float32(pck_scale),
         "has_mask": mask is not None,
         "has_keypoints_3d": keypoints_3d is not None,
         "has_betas": betas is not None,

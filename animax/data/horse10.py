@@ -4,7 +4,9 @@ manual_dir is the project folder holding `labeled-data/<video>/CollectedData_<sc
 (see `animax.data.dlc`) and the labelled frames. Body parts are mapped to the SMAL
 keypoints by a keypoint map (default animax/data/keypoint_maps/horse10.py); the box is the visible
 keypoints' box grown by `box_margin` on each side. Each video is one horse: `identity` is the
-video's index among the project's readable videos in name order.
+video's index among the project's readable videos in name order, and `pck_scale` the horse's
+median nose-to-eye distance over its frames: the length Horse-10's PCK@0.3 divides by (Mathis
+et al., WACV 2021, report it per horse).
 
 Splits follow the Horse-10 protocol (Mathis et al., WACV 2021) over the videos, one horse
 each: a third of the horses (10 of 30) are training horses; half of their frames form
@@ -35,6 +37,19 @@ class _Record:
     image_path: Path
     frame: dlc.LabeledFrame
     identity: int                   # the video's place among the project's videos: one horse each
+    pck_scale: float                # the horse's median nose-to-eye distance in pixels (0: never both)
+
+
+def nose_eye_scale(frames) -> float:
+    """Median nose-to-eye distance (pixels) over the frames labelling both; 0 when none does."""
+    distances = []
+    for frame in frames:
+        parts = [p.lower() for p in frame.bodyparts]
+        if "nose" in parts and "eye" in parts:
+            d = np.linalg.norm(frame.xy[parts.index("nose")] - frame.xy[parts.index("eye")])
+            if np.isfinite(d):
+                distances.append(d)
+    return float(np.median(distances)) if distances else 0.0
 
 
 class Horse10(AnimaxBuilder):
@@ -72,9 +87,9 @@ class Horse10(AnimaxBuilder):
             except (ValueError, ImportError, OSError, KeyError) as e:
                 self.skip("all", files[0], "unreadable label file", str(e))
                 continue
-            identity = len(frames_by_video)
+            identity, scale = len(frames_by_video), nose_eye_scale(frames)
             frames_by_video[video_dir.name] = [
-                _Record(f.image, self._image_path(manual_dir, video_dir, f.image), f, identity) for f in frames]
+                _Record(f.image, self._image_path(manual_dir, video_dir, f.image), f, identity, scale) for f in frames]
         if not frames_by_video:
             raise ValueError(f"{labeled}: no readable label files")
         if self.split_file:
@@ -128,4 +143,5 @@ class Horse10(AnimaxBuilder):
         bbox = box_from_keypoints(keypoints_2d, self.box_margin)
         check_example(image_id, size, bbox, keypoints_2d)
         return features.make_example(image=image, image_id=image_id, bbox=bbox,
-                                     keypoints_2d=keypoints_2d, family=self.family, identity=record.identity)
+                                     keypoints_2d=keypoints_2d, family=self.family, identity=record.identity,
+                                     pck_scale=record.pck_scale)

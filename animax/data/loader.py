@@ -18,6 +18,7 @@ Batches (B = batch_size, S = out_size, 256 by default):
     has_betas, has_pose, has_keypoints_3d, has_mask   float32 [B] (1 = annotated)
     family            int32 [B]          SMAL family index, -1 unknown (features.FAMILY_NAMES)
     identity          int32 [B]          the individual within its dataset, -1 unknown
+    pck_scale         float32 [B]        the dataset's own PCK length in crop pixels (0: none)
     dataset           int32 [B]          index of the example's source in `sources`
 
 Every example's augmentation comes from grain's per-record generator, derived from `seed`
@@ -77,6 +78,7 @@ def prepare_example(example, augmentation=Augmentation(), out_size=CROP_SIZE,
     out["betas"] = np.asarray(example["betas"], np.float32)
     out["family"] = np.int32(example["family"])
     out["identity"] = np.int32(example["identity"])
+    out["pck_scale"] = np.float32(example["pck_scale"]) * out.pop("zoom")
     for flag in _FLAGS:
         out[flag] = np.float32(example[flag])
     return out

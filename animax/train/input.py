@@ -20,8 +20,9 @@ TRAIN_KEYS = ("image", "keypoints_2d", "keypoints_3d", "betas", "pose", "has_bet
               "identity")
 EVAL_KEYS = ("image", "keypoints_2d", "keypoints_3d", "mask", "has_mask", "betas", "pose", "has_betas", "has_pose",
              "family", "identity", "valid")
-# Read by the steps when a source yields it: each row's body model in a bank (several meshes).
-OPTIONAL_KEYS = ("body_model",)
+# Read by the steps when a source yields them: each row's body model in a bank (several meshes),
+# a dataset's own PCK length (Horse-10's nose-to-eye distance).
+OPTIONAL_KEYS = ("body_model", "pck_scale")
 INLINE = "synthetic_inline"
 
 

@@ -5,7 +5,9 @@ to the ground truth, divided by sqrt(mask area in pixels), is below t. Per sampl
 confidence-weighted hit count over the total confidence; averaged over samples. Samples
 without a mask (Horse-10, COCO keypoints) use the area of their labelled keypoints' bounding
 box instead (AniMer's data always has masks). AUC: the area under the PCK curve for t from 0
-to 1 (100 thresholds, trapezoid rule), as AniMer's `compute_auc`.
+to 1 (100 thresholds, trapezoid rule), as AniMer's `compute_auc`. Beside them, a dataset's own
+protocol where it has one: Horse-10's PCK@0.3 of the horse's nose-to-eye distance
+(`pck@0.3_nose_eye`, on the keypoints the SMAL layout shares with it).
 PA-MPJPE (3D): both keypoint sets centred on keypoint 7 (AniMer's `pelvis_ind`, the tail
 base), the prediction aligned to the ground truth by the best similarity transform
 (Procrustes with scale), then the mean per-keypoint Euclidean error x 1000 (mm for metres).
@@ -61,6 +63,19 @@ def pck(pred_2d, gt_2d, mask, has_mask, valid, threshold=0.1):
     """PCK at one threshold: (pck [B], weight [B]); arguments as `pck_curve`."""
     values, weight = pck_curve(pred_2d, gt_2d, mask, has_mask, valid, [threshold])
     return values[:, 0], weight
+
+
+def scaled_pck(pred_2d, gt_2d, scale, valid, threshold):
+    """A dataset's own PCK: a labelled keypoint hits when its crop-pixel distance is below
+    threshold x scale [B] (crop pixels; Horse-10: PCK@0.3 of the horse's nose-to-eye distance,
+    Mathis et al., WACV 2021). Confidence-weighted per sample, as `pck`; weight 0 where the
+    sample has no scale or no visible keypoint. Returns (pck [B], weight [B])."""
+    conf = gt_2d[..., 2]
+    dist = jnp.linalg.norm((pred_2d - gt_2d[..., :2]) * CROP_SIZE, axis=-1)
+    hits = (dist < threshold * scale[:, None]).astype(jnp.float32)
+    visible = jnp.sum(conf, axis=-1)
+    weight = valid * (visible > 0) * (scale > 0)
+    return jnp.sum(hits * conf, axis=-1) / jnp.maximum(visible, 1e-9), weight
 
 
 # AniMer's AUC: the PCK curve at 100 thresholds evenly from 0 to 1, integrated by the trapezoid
@@ -131,6 +146,9 @@ def eval_metrics(outputs, batch, valid):
         "auc": pck_auc(*kp2d),
         "pa_mpjpe": pa_mpjpe(outputs["keypoints_3d"], batch["keypoints_3d"], valid),
     }
+    if "pck_scale" in batch:
+        metrics["pck@0.3_nose_eye"] = scaled_pck(outputs["keypoints_2d"], batch["keypoints_2d"], batch["pck_scale"],
+                                                 valid, 0.3)
     if "vertices" in batch:
         metrics["pa_mpvpe"] = pa_mpvpe(outputs["vertices"], batch["vertices"], vertex_mask(outputs),
                                        batch["has_betas"] * batch["has_pose"], valid)

@@ -34,6 +34,7 @@ def get_config():
     data.train_examples = placeholder(int)  # synthetic_inline only: train on examples 0..N-1 over and over
                                         # (the overfitting probe of docs/training.md); unset: always new ones
     data.max_yaw_degrees = 180.0        # synthetic_inline only: headings within this of side-on (>= 90: any)
+    data.source_keypoints = 0           # batch each dataset's own keypoints too, padded to this many (Horse-10: 22)
     data.worker_count = 4               # grain worker processes per host (0 = in-process)
     data.prefetch = 2                   # training batches made ahead on a background thread (0 = none)
 
@@ -107,12 +108,15 @@ def get_config():
     weights.betas_l2 = 0.0              # seed: ||betas||^2 (off in AniMer's stage 2)
     weights.pose_smoothness = 0.0       # seed: first-order difference of rotations along the chain
     weights.fused_l2 = 0.0              # seed: ||fused_features||^2
+    weights.source_keypoints_2d = 0.0   # animax: the dataset's own keypoints via loss.source_keypoint_map
     weights.vertices = 0.0              # animax: per-vertex L1 to the GT parameters' mesh (has_betas & has_pose)
     weights.descriptor_family = 0.0     # animax: supervised contrastive on fused_features, family labels
     weights.descriptor_identity = 0.0   # animax: the same with individual identity (Horse-10's 30 horses)
     loss.supcon_temperature = 0.1       # AniMer
     loss.supcon_base_temperature = 0.07 # AniMer
     loss.descriptor_temperature = 0.1   # the descriptor terms' temperature (on unit vectors)
+    loss.source_keypoint_map = placeholder(str)  # a keypoint map (name or .py) whose to_smal / to_vertices predict
+                                        # the dataset's own keypoints (needs data.source_keypoints)
     loss.shape_prior_path = placeholder(str)  # my_smpl_data_00781_4_all.pkl; unset: the shape-prior term is 0
     loss.pose_prior_path = placeholder(str)   # walking_toy_symmetric_pose_prior_with_cov_35parts.pkl; unset: 0
     return config

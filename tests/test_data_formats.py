@@ -96,6 +96,24 @@ def test_horse10_protocol_splits_by_horse(dlc, tmp_path):
     assert sorted(identity) == [(video, i) for i, video in enumerate(horses)]
 
 
+def test_horse10_keeps_all_22_parts_with_their_mirror_partners(dlc, tmp_path):
+    root, expected = dlc
+    report = build("horse10", root, tmp_path, progress=False)
+    mapping = load_keypoint_map("horse10")
+    assert mapping.keypoints == HORSE10_PARTS
+    for split in report["examples"]:
+        for example in read_all("horse10", tmp_path, split):
+            points = expected["points"][example["image_id"].decode()]
+            labelled = np.isfinite(points).all(-1)
+            np.testing.assert_allclose(example["source_keypoints"][:, :2], np.nan_to_num(points), atol=1e-4)
+            np.testing.assert_array_equal(example["source_keypoints"][:, 2], labelled)
+            partner = [HORSE10_PARTS[i] for i in example["source_mirror"]]
+            assert partner[HORSE10_PARTS.index("Nearknee")] == "Offknee"
+            assert partner[HORSE10_PARTS.index("Offhindfetlock")] == "Nearhindfetlock"
+            assert partner[HORSE10_PARTS.index("Nose")] == "Nose"
+            assert sorted(example["source_mirror"]) == list(range(22))
+
+
 def test_horse10_pck_scale_is_the_horses_median_nose_eye_distance(dlc, tmp_path):
     root, expected = dlc
     report = build("horse10", root, tmp_path, progress=False)

@@ -108,3 +108,18 @@ def test_mixture_follows_the_weights_and_reads_every_record():
     assert {r for k, r in (mixture[i] for i in range(len(mixture))) if k == 1} == set(large)
     np.testing.assert_array_equal(MixtureSource([small, large], [1, 2], seed=5).record,
                                   MixtureSource([small, large], [1, 2], seed=5).record)
+
+
+def test_source_keypoints_follow_the_crop_and_the_flip_like_the_smal_ones(sources):
+    """The AP-10K source's own 17 keypoints, padded to 20: those mapped to SMAL land exactly where
+    their SMAL keypoints do, through every augmentation (flips swap both the same way)."""
+    from animax.data.keypoint_maps import load_keypoint_map
+
+    mapping = load_keypoint_map("ap10k")
+    smal = mapping.smal_index(mapping.keypoints)
+    batch = next(iter(loader(sources[1:], weights=[1.0], source_keypoints=20,
+                             augment=AugmentConfig(flip_rate=0.5, rotation_rate=1.0))))
+    assert batch["source_keypoints"].shape == (4, 20, 3)
+    np.testing.assert_array_equal(batch["source_keypoints"][:, 17:], 0.0)
+    source = batch["source_keypoints"][:, :17]
+    np.testing.assert_allclose(source[:, smal >= 0], batch["keypoints_2d"][:, smal[smal >= 0]], atol=1e-6)

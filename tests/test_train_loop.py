@@ -380,3 +380,32 @@ def test_adversarial_stage_trains_the_discriminator_against_the_model(tmp_path):
     real_after = score(after, np.asarray(gt_rotations(local["pose"])), local["betas"])
     assert np.sum(fake_after ** 2) + np.sum((real_after - 1) ** 2) < np.sum(fake ** 2) + np.sum((real - 1) ** 2)
     assert int(metrics["skipped"]) == 0
+
+
+def test_horse10_trains_on_all_22_parts_through_a_custom_map(tmp_path, capsys):
+    """data.source_keypoints + loss.source_keypoint_map: the 13 Horse-10 parts without a SMAL
+    keypoint, placed on the mesh by vertex sets, train beside the 9 that map."""
+    from animax.data.build import build
+    from animax.data.keypoint_maps import load_keypoint_map
+    from test_data_fixtures import write_dlc_project
+
+    write_dlc_project(tmp_path / "dlc")
+    build("horse10", tmp_path / "dlc", tmp_path / "data", progress=False)
+    horse10 = load_keypoint_map("horse10")
+    unmapped = [n for n in horse10.keypoints if n.lower() not in horse10.to_smal]
+    (tmp_path / "full.py").write_text(
+        "import ml_collections\n"
+        "def get_config():\n"
+        "    c = ml_collections.ConfigDict()\n"
+        "    c.name = 'horse10_full'\n"
+        f"    c.keypoints = {horse10.keypoints!r}\n"
+        f"    c.to_smal = {dict(horse10.to_smal)!r}\n"
+        f"    c.to_vertices = {{{', '.join(f'{n!r}: ({10 * i}, {10 * i + 1})' for i, n in enumerate(unmapped))}}}\n"
+        "    return c\n")
+    config = small_config(**{"data.name": "horse10", "data.root": str(tmp_path / "data"), "data.worker_count": 0,
+                             "data.prefetch": 0, "data.source_keypoints": 22,
+                             "loss.source_keypoint_map": str(tmp_path / "full.py"),
+                             "loss.weights.source_keypoints_2d": 1.0, "batch_size": 2})
+    assert loop.run(config, tmp_path / "run", mode="one_step") == 0
+    rows = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines() if line.strip())
+    assert float(rows["source_keypoints_2d"].split()[0]) > 0

@@ -300,6 +300,37 @@ def test_pa_mpjpe_and_pa_mpvpe_match_animer():
     np.testing.assert_allclose(value, expected, rtol=f32_tol(400, 3, 3, 3, 400, cond=30.0))
 
 
+def test_source_keypoints_loss_predicts_smal_keypoints_and_vertex_sets(tmp_path):
+    """A map with a part on the mesh: its prediction is the projected mean of its vertices."""
+    from animax.data.keypoint_maps import load_keypoint_map
+
+    (tmp_path / "mine.py").write_text(
+        "import ml_collections\n"
+        "def get_config():\n"
+        "    c = ml_collections.ConfigDict()\n"
+        "    c.name = 'mine'\n"
+        "    c.keypoints = ('Nose', 'Fetlock', 'Girth')\n"
+        "    c.to_smal = {'Nose': 'nose'}\n"
+        "    c.to_vertices = {'Fetlock': (3, 5)}\n"
+        "    return c\n")
+    table = load_keypoint_map(tmp_path / "mine.py").prediction_table()
+    np.testing.assert_array_equal(table[3], [True, True, False])   # Girth: no prediction
+    rng = np.random.default_rng(11)
+    outputs = {"keypoints_2d": jnp.asarray(rng.normal(size=(2, 26, 2)) * 0.1, jnp.float32),
+               "vertices": jnp.asarray(rng.normal(size=(2, 8, 3)) * 0.3, jnp.float32),
+               "cam_t": jnp.asarray([[0.1, 0.0, 20.0], [0.0, -0.2, 25.0]], jnp.float32)}
+    gt = np.concatenate([rng.normal(size=(2, 3, 2)) * 0.1, np.ones((2, 3, 1))], -1).astype(np.float32)
+    pred = np.asarray(losses.source_keypoint_predictions(outputs, table))
+    from animax.smal import KEYPOINT_NAMES
+    np.testing.assert_array_equal(pred[:, 0], outputs["keypoints_2d"][:, KEYPOINT_NAMES.index("nose")])
+    # The crop camera (REFERENCE.md): focal 1000 on a 256-pixel crop, in crop-normalised units.
+    fetlock = np.asarray(outputs["vertices"], np.float64)[:, [3, 5]].mean(1) + np.asarray(outputs["cam_t"], np.float64)
+    np.testing.assert_allclose(pred[:, 1], 1000 / 256 * fetlock[:, :2] / fetlock[:, 2:], rtol=f32_tol(2, 3, 3))
+    expected = np.abs(pred[:, :2] - gt[:, :2, :2]).sum()          # Girth weighs nothing
+    np.testing.assert_allclose(losses.source_keypoints_loss(outputs, jnp.asarray(gt), table), expected,
+                               rtol=f32_tol(12))
+
+
 def test_pa_mpjpe_ignores_similarity_transforms():
     rng = np.random.default_rng(3)
     gt = rng.normal(size=(2, 26, 3))

@@ -86,8 +86,9 @@ def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZ
     training uses TRAINING_BLUR_TRUNCATE, its inference INFERENCE_BLUR_TRUNCATE).
     Returns float32 `image [S,S,3]` (ImageNet-normalised), `mask [S,S]` (0..1, zeros without
     a mask), `keypoints_2d [26,3]` (crop-normalised x, y in [-0.5, 0.5] over the crop, and
-    confidence), `keypoints_3d [26,4]`, `pose [35,3,3]` rotation matrices, `zoom` (crop pixels
-    per image pixel).
+    confidence), `keypoints_3d [26,4]`, `pose [35,3,3]` rotation matrices, `source_keypoints
+    [S,3]` (the source's own keypoints, crop-normalised like keypoints_2d; mirrored by
+    `source_mirror`), `zoom` (crop pixels per image pixel).
     """
     center, size = square_box(example["bbox"])
     center = center + np.asarray(augmentation.shift) * size
@@ -108,13 +109,17 @@ def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZ
     keypoints_3d[:, :3] = keypoints_3d[:, :3] @ camera_map.T
     pose = transform_pose(axis_angle_to_rotmat(np.asarray(example["pose"], np.float64), xp=np), camera_map,
                           augmentation.flip)
+    source_keypoints = np.array(example.get("source_keypoints", np.zeros((0, 3))), np.float32).reshape(-1, 3)
+    source_keypoints[:, :2] = apply_affine(dst_from_src, source_keypoints[:, :2]) / out_size - 0.5
     if augmentation.flip:
         keypoints_2d, keypoints_3d = keypoints_2d[KEYPOINT_MIRROR], keypoints_3d[KEYPOINT_MIRROR]
+        source_keypoints = source_keypoints[np.asarray(example.get("source_mirror", []), np.int64)]
     return {
         "image": rgb,
         "mask": crop_mask,
         "keypoints_2d": keypoints_2d,
         "keypoints_3d": keypoints_3d,
         "pose": pose.astype(np.float32),
+        "source_keypoints": source_keypoints,
         "zoom": np.float32(out_size / size),    # crop pixels per image pixel
     }

@@ -119,7 +119,9 @@ class CocoKeypoints(AnimaxBuilder):
             bbox = box_from_keypoints(keypoints_2d, self.box_margin)
         check_example(image_id, size, bbox, keypoints_2d)
         return features.make_example(image=image, image_id=image_id, bbox=bbox,
-                                     keypoints_2d=keypoints_2d, family=self._family(record.category))
+                                     keypoints_2d=keypoints_2d, family=self._family(record.category),
+                                     source_keypoints=keypoint_map.in_source_order(source, names),
+                                     source_mirror=keypoint_map.mirror)
 
     def _family(self, category) -> int:
         """The fixed family, else the category's supercategory (AP-10K's are families), else its name."""

@@ -20,6 +20,10 @@ Pillow. Stored fields (K = 26 SMAL keypoints, J = 35 SMAL joints):
     family          int32, SMAL shape family index into FAMILY_NAMES, -1 when unknown
     identity        int32, the individual animal within its dataset (Horse-10: one per horse),
                     -1 when unknown
+    source_keypoints float32 [S, 3]: every keypoint of the source dataset (x, y in image pixels,
+                    confidence) in its keypoint map's order, mapped to SMAL or not (Horse-10: all
+                    22 parts); [0, 3] for sources labelled in the SMAL layout
+    source_mirror   int32 [S]: each source keypoint's left/right partner (for mirroring)
     pck_scale       float32, the length in image pixels that a dataset's own PCK divides by
                     (Horse-10: its horse's median nose-to-eye distance), 0 when it has none
     has_mask, has_keypoints_3d, has_betas, has_pose, has_trans: bool
@@ -60,6 +64,8 @@ FEATURES = tfds.features.FeaturesDict({
     "family": tfds.features.Scalar(dtype=np.int32),
     "identity": tfds.features.Scalar(dtype=np.int32),
     "pck_scale": tfds.features.Scalar(dtype=np.float32),
+    "source_keypoints": tfds.features.Tensor(shape=(None, 3), dtype=np.float32),
+    "source_mirror": tfds.features.Tensor(shape=(None,), dtype=np.int32),
     "has_mask": tfds.features.Scalar(dtype=np.bool_),
     "has_keypoints_3d": tfds.features.Scalar(dtype=np.bool_),
     "has_betas": tfds.features.Scalar(dtype=np.bool_),
@@ -98,7 +104,8 @@ def family_index(family) -> int:
 
 def make_example(*, image: bytes, image_id: str, bbox, keypoints_2d, keypoints_3d=None,
                  betas=None, pose=None, trans=None, mask: bytes | None = None,
-                 family: int = UNKNOWN_FAMILY, identity: int = UNKNOWN_IDENTITY, pck_scale: float = 0.0) -> dict:
+                 family: int = UNKNOWN_FAMILY, identity: int = UNKNOWN_IDENTITY, pck_scale: float = 0.0,
+                 source_keypoints=None, source_mirror=None) -> dict:
     """One stored example; absent annotations become zeros with their has-flag False.
 
     bbox (x1, y1, x2, y2); keypoints_2d [26, 3]; keypoints_3d [26, 3] (confidence 1) or
@@ -131,6 +138,10 @@ def make_example(*, image: bytes, image_id: str, bbox, keypoints_2d, keypoints_3
         "family": np.int32(family),
         "identity": np.int32(identity),
         "pck_scale": np.float32(pck_scale),
+        "source_keypoints": (np.zeros((0, 3), np.float32) if source_keypoints is None
+                             else np.asarray(source_keypoints, np.float32).reshape(-1, 3)),
+        "source_mirror": (np.zeros(0, np.int32) if source_mirror is None
+                          else np.asarray(source_mirror, np.int32).reshape(-1)),
         "has_mask": mask is not None,
         "has_keypoints_3d": keypoints_3d is not None,
         "has_betas": betas is not None,

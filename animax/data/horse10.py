@@ -144,4 +144,6 @@ class Horse10(AnimaxBuilder):
         check_example(image_id, size, bbox, keypoints_2d)
         return features.make_example(image=image, image_id=image_id, bbox=bbox,
                                      keypoints_2d=keypoints_2d, family=self.family, identity=record.identity,
-                                     pck_scale=record.pck_scale)
+                                     pck_scale=record.pck_scale,
+                                     source_keypoints=self.keypoint_map.in_source_order(source, frame.bodyparts),
+                                     source_mirror=self.keypoint_map.mirror)

@@ -19,6 +19,9 @@ Batches (B = batch_size, S = out_size, 256 by default):
     family            int32 [B]          SMAL family index, -1 unknown (features.FAMILY_NAMES)
     identity          int32 [B]          the individual within its dataset, -1 unknown
     pck_scale         float32 [B]        the dataset's own PCK length in crop pixels (0: none)
+    source_keypoints  float32 [B,S,3]    with make_loader(source_keypoints=S): each source's own
+                                         keypoints (all of Horse-10's 22), crop-normalised like
+                                         keypoints_2d, padded with (0, 0, 0)
     dataset           int32 [B]          index of the example's source in `sources`
 
 Every example's augmentation comes from grain's per-record generator, derived from `seed`
@@ -84,13 +87,23 @@ def prepare_example(example, augmentation=Augmentation(), out_size=CROP_SIZE,
     return out
 
 
+def fixed_source_keypoints(keypoints, count: int) -> np.ndarray:
+    """A row's source keypoints [S, 3] padded with unlabelled (0, 0, 0) to `count`, so rows of
+    datasets with fewer (or none) batch together."""
+    if len(keypoints) > count:
+        raise ValueError(f"an example has {len(keypoints)} source keypoints, more than the loader's "
+                         f"source_keypoints={count}")
+    return np.concatenate([keypoints, np.zeros((count - len(keypoints), 3), np.float32)])
+
+
 class PrepareExample(grain.RandomMapTransform):
     """grain transform: a (source index, stored example) pair -> a batch row, augmented with
     AniMer's training blur radius when `augment` is given, else exactly the inference crop."""
 
-    def __init__(self, augment: AugmentConfig | None, out_size=CROP_SIZE):
+    def __init__(self, augment: AugmentConfig | None, out_size=CROP_SIZE, source_keypoints: int = 0):
         self.augment = augment
         self.out_size = out_size
+        self.source_keypoints = source_keypoints
         self.truncate = TRAINING_BLUR_TRUNCATE if augment else INFERENCE_BLUR_TRUNCATE
 
     def random_map(self, element, rng: np.random.Generator):
@@ -98,6 +111,9 @@ class PrepareExample(grain.RandomMapTransform):
         augmentation = sample_augmentation(rng, self.augment) if self.augment else Augmentation()
         out = prepare_example(example, augmentation, self.out_size, self.truncate)
         out["dataset"] = np.int32(source_index)
+        source = out.pop("source_keypoints")
+        if self.source_keypoints:
+            out["source_keypoints"] = fixed_source_keypoints(source, self.source_keypoints)
         return out
 
 
@@ -105,8 +121,8 @@ def make_loader(sources: Sequence, *, batch_size: int, seed: int, weights: Seque
                 augment: AugmentConfig | None = AugmentConfig(), worker_count: int = 0,
                 num_epochs: int | None = None, shuffle: bool = True, drop_remainder: bool = True,
                 shard_options: grain.ShardOptions | None = None, out_size: int = CROP_SIZE,
-                worker_buffer_size: int = 2, read_options: grain.ReadOptions | None = None
-                ) -> grain.DataLoader:
+                worker_buffer_size: int = 2, read_options: grain.ReadOptions | None = None,
+                source_keypoints: int = 0) -> grain.DataLoader:
     """A grain DataLoader over `sources` mixed by `weights` (default: equal).
 
     seed: shuffling and augmentation; num_epochs None = endless; worker_count 0 = in this
@@ -115,7 +131,8 @@ def make_loader(sources: Sequence, *, batch_size: int, seed: int, weights: Seque
     read_options: record reading threads and read-ahead per process. The default is small:
     records come from local array_record files and decoding dominates, and grain's own
     default (16 threads, 500 records ahead) costs more in thread start-up and contention
-    than it saves.
+    than it saves. source_keypoints: batch the sources' own keypoints too, padded to this many
+    (`source_keypoints [B, S, 3]`; 0 = leave them out).
     """
     if worker_count > 0 and not flags.FLAGS.is_parsed():
         # grain's worker processes read grain's absl flags; programs that do not parse absl
@@ -128,7 +145,7 @@ def make_loader(sources: Sequence, *, batch_size: int, seed: int, weights: Seque
                                  shuffle=shuffle, num_epochs=num_epochs, seed=seed)
     return grain.DataLoader(
         data_source=source, sampler=sampler,
-        operations=[PrepareExample(augment, out_size), grain.Batch(batch_size, drop_remainder)],
+        operations=[PrepareExample(augment, out_size, source_keypoints), grain.Batch(batch_size, drop_remainder)],
         worker_count=worker_count, worker_buffer_size=worker_buffer_size,
         shard_options=shard_options,
         read_options=read_options or grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))

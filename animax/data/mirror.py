@@ -29,8 +29,10 @@ BODY_REFLECTION = np.diag([1.0, -1.0, 1.0])
 
 
 def _partner(name: str) -> str:
-    """The mirror partner's name: left_x <-> right_x, L<Upper>... <-> R<Upper>..., else itself."""
-    for left, right in (("left_", "right_"), ("right_", "left_")):
+    """The mirror partner's name: left_x <-> right_x, L_x <-> R_x (Animal-Pose), Nearx <-> Offx
+    (Horse-10, horsemanship's sides), L<Upper>... <-> R<Upper>..., else itself."""
+    for left, right in (("left_", "right_"), ("right_", "left_"), ("L_", "R_"), ("R_", "L_"),
+                        ("Near", "Off"), ("Off", "Near")):
         if name.startswith(left):
             return right + name[len(left):]
     if len(name) > 1 and name[0] in "LR" and name[1].isupper():

@@ -21,8 +21,8 @@ TRAIN_KEYS = ("image", "keypoints_2d", "keypoints_3d", "betas", "pose", "has_bet
 EVAL_KEYS = ("image", "keypoints_2d", "keypoints_3d", "mask", "has_mask", "betas", "pose", "has_betas", "has_pose",
              "family", "identity", "valid")
 # Read by the steps when a source yields them: each row's body model in a bank (several meshes),
-# a dataset's own PCK length (Horse-10's nose-to-eye distance).
-OPTIONAL_KEYS = ("body_model", "pck_scale")
+# a dataset's own PCK length (Horse-10's nose-to-eye distance), its own keypoints (data.source_keypoints).
+OPTIONAL_KEYS = ("body_model", "pck_scale", "source_keypoints")
 INLINE = "synthetic_inline"
 
 
@@ -142,5 +142,6 @@ def _dataset_source(config, split, batch_size, train, name=None):
         sources, weights=[w for _, w in weighted], batch_size=batch_size, seed=config.seed,
         augment=data_lib.AugmentConfig() if train and config.data.augment else None,
         worker_count=config.data.worker_count, num_epochs=None if train else 1, shuffle=train,
-        drop_remainder=train, shard_options=grain.ShardByJaxProcess() if sharded else None)
+        drop_remainder=train, shard_options=grain.ShardByJaxProcess() if sharded else None,
+        source_keypoints=config.data.get("source_keypoints", 0))
     return iter(loader)

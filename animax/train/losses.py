@@ -28,6 +28,10 @@ The seed pipeline's terms:
                     supervised contrastive loss (one view) on the L2-normalised `fused_features`
                     with the family / the individual as labels: the 512-d descriptor learns to
                     put the same family / individual close (losses.descriptor_loss)
+    source_keypoints_2d sum of conf * |pred - gt|_1 over the dataset's own keypoints
+                    (`source_keypoints`, all of Horse-10's 22) that `loss.source_keypoint_map`
+                    predicts: SMAL keypoints as they are, others as the projected mean of their
+                    vertex set on the mesh (0 without a map)
     vertices        mean over samples with shape and pose GT of the mean over the mesh's real
                     vertices of |v_pred - v_gt|_1, v_gt the GT parameters skinned by the sample's
                     own body model (padding vertices of a mixed batch left out)
@@ -46,7 +50,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from animax.geometry import axis_angle_to_rotmat
+from animax.geometry import axis_angle_to_rotmat, project_to_crop
 from animax.smal import PARENTS, pose_prior, shape_prior
 from animax.train.metrics import vertex_mask
 
@@ -71,6 +75,23 @@ def masked_squared_error(pred, gt, has):
 def masked_mean(values, weights):
     """sum(w * v) / sum(w), and 0 when no weight: AniMer's prior over the samples it applies to."""
     return jnp.sum(weights * values) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def source_keypoint_predictions(outputs, table):
+    """The pipeline's prediction [B, N, 2] (crop-normalised) of each keypoint of a dataset's own
+    layout. table: `KeypointMap.prediction_table()` (smal_index, vertex_index, vertex_weight, _)."""
+    smal_index, vertex_index, vertex_weight = (np.asarray(a) for a in table[:3])
+    from_smal = outputs["keypoints_2d"][:, np.maximum(smal_index, 0)]
+    points = jnp.einsum("bnmc,nm->bnc", outputs["vertices"][:, vertex_index], vertex_weight)
+    from_vertices = project_to_crop(points, outputs["cam_t"])
+    return jnp.where((smal_index >= 0)[None, :, None], from_smal, from_vertices)
+
+
+def source_keypoints_loss(outputs, gt, table):
+    """gt [B,N,3] (crop-normalised xy + confidence) -> sum of conf * |pred - gt|_1 over the
+    keypoints the table predicts (the others weigh 0)."""
+    gt = gt.at[..., 2].multiply(jnp.asarray(table[3], jnp.float32)[None])
+    return keypoints_2d_loss(source_keypoint_predictions(outputs, table).astype(jnp.float32), gt)
 
 
 def vertices_loss(pred, gt, mask, has):
@@ -138,13 +159,14 @@ def gt_rotations(pose):
     return axis_angle_to_rotmat(pose.reshape(pose.shape[0], -1, 3))
 
 
-def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07), descriptor_temperature=0.1):
+def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07), descriptor_temperature=0.1, source_table=None):
     """Every unweighted term (see the module docstring) of one batch.
 
     outputs: the pipeline's `apply(..., train=True)` dict. batch: `keypoints_2d [B,K,3]`,
     `keypoints_3d [B,K,4]`, `betas [B,NB]`, `pose [B,J,3,3]` (or axis-angle), `has_betas [B]`,
     `has_pose [B]`, `family [B]`, `identity [B]` (-1 = unknown), and `vertices [B,V,3]` (the GT
-    parameters' mesh) for the vertex term, which is 0 without them. priors: {"shape": ShapePrior, "pose": PosePrior}, either may be
+    parameters' mesh) for the vertex term, which is 0 without them; `source_keypoints [B,N,3]`
+    with `source_table` (`KeypointMap.prediction_table()`) for the source-keypoint term. priors: {"shape": ShapePrior, "pose": PosePrior}, either may be
     missing (the term is then 0). supcon: (temperature, base temperature).
     """
     f32 = lambda x: jnp.asarray(x, jnp.float32)
@@ -174,6 +196,8 @@ def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07), descriptor_tempe
         "fused_l2": jnp.mean(jnp.sum(jnp.square(f32(outputs["fused_features"])), axis=-1)),
         "descriptor_family": descriptor_loss(outputs["fused_features"], batch["family"], descriptor_temperature),
         "descriptor_identity": descriptor_loss(outputs["fused_features"], batch["identity"], descriptor_temperature),
+        "source_keypoints_2d": (source_keypoints_loss(outputs, f32(batch["source_keypoints"]), source_table)
+                                if source_table is not None and "source_keypoints" in batch else zero),
         "vertices": (vertices_loss(f32(outputs["vertices"]), f32(batch["vertices"]), vertex_mask(outputs),
                                    has_pose * has_betas) if "vertices" in batch else zero),
         "global_orient_6d": masked_squared_error(
@@ -182,12 +206,12 @@ def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07), descriptor_tempe
     }
 
 
-def total_loss(outputs, batch, loss_config, priors=None):
+def total_loss(outputs, batch, loss_config, priors=None, source_table=None):
     """(weighted sum, unweighted terms). loss_config: `config.loss` (weights.<term>, supcon_*,
-    descriptor_temperature)."""
+    descriptor_temperature); source_table: the prediction table of `loss.source_keypoint_map`."""
     terms = loss_terms(outputs, batch, priors,
                        supcon=(loss_config.supcon_temperature, loss_config.supcon_base_temperature),
-                       descriptor_temperature=loss_config.descriptor_temperature)
+                       descriptor_temperature=loss_config.descriptor_temperature, source_table=source_table)
     # Checked while tracing (once per compile): a misspelt weight would silently weigh nothing.
     unknown, unweighted = set(loss_config.weights) - set(terms), set(terms) - set(loss_config.weights)
     if unknown or unweighted:

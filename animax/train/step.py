@@ -63,8 +63,9 @@ def _module_norms(grads, trained):
     return norms
 
 
-def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, trained):
-    """See the module docstring. trained: a static bool tree like `state.trainable`."""
+def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, trained, source_table=None):
+    """See the module docstring. trained: a static bool tree like `state.trainable`;
+    source_table: the prediction table of `config.loss.source_keypoint_map` (or None)."""
     scale = lora_scale(config) if state.lora else 0.0
 
     adversarial = optim.adversarial_weight(config)
@@ -75,7 +76,7 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
                                   rngs={"dropout": rng}, mutable=["batch_stats"])
         if adversarial:    # the generator's side: the current discriminator scores the prediction
             outputs = {**outputs, "discriminator": _discriminate(state.discriminator, outputs["pose"], outputs["betas"])}
-        loss, terms = losses_lib.total_loss(outputs, micro, config.loss, priors)
+        loss, terms = losses_lib.total_loss(outputs, micro, config.loss, priors, source_table)
         fake = jax.lax.stop_gradient((outputs["pose"], outputs["betas"]))
         return loss, (terms, updated["batch_stats"], fake)
 
@@ -185,7 +186,12 @@ def jit_steps(model, config, tx, mesh, shardings, priors, trained):
     state is donated."""
     rep = sharding_lib.replicated(mesh)
     batch = sharding_lib.batch_sharding(mesh)
-    train = jax.jit(functools.partial(train_step, model=model, tx=tx, config=config, priors=priors, trained=trained),
+    source_table = None
+    if config.loss.get("source_keypoint_map"):
+        from animax.data.keypoint_maps import load_keypoint_map   # only runs with a map need it
+        source_table = load_keypoint_map(config.loss.source_keypoint_map).prediction_table()
+    train = jax.jit(functools.partial(train_step, model=model, tx=tx, config=config, priors=priors, trained=trained,
+                                      source_table=source_table),
                     in_shardings=(shardings, batch, rep), out_shardings=(shardings, rep), donate_argnums=0)
     evaluate = jax.jit(functools.partial(eval_step, model=model, config=config),
                        in_shardings=(shardings, batch, rep), out_shardings=rep)

@@ -89,6 +89,8 @@ def get_config():
     mesh.fsdp_min_bytes = 4 * 2**20     # smaller leaves (biases, norm scales) stay replicated, as
                                         # big_vision's fsdp rule: splitting them saves little memory
                                         # and costs a gather per use
+    mesh.zero1 = False                  # ZeRO-1: optimizer state split over all devices (data x fsdp), whatever
+                                        # fsdp does with the parameters; per-device AdamW bytes / device count
     # Compute dtype and activation recomputation are model knobs: config.model.dtype
     # ("bfloat16" on accelerators; parameters stay float32) and config.model.remat.
 

@@ -1,5 +1,5 @@
-"""Sharded training steps equal the single-device step; FSDP really splits the state; two
-processes joined by jax.distributed take the same step as one.
+"""Sharded training steps equal the single-device step; FSDP and ZeRO-1 really split the state;
+two processes joined by jax.distributed take the same step as one.
 
 Each case runs in a fresh interpreter (this file's `__main__`), because the CPU device count
 (XLA_FLAGS) and jax.distributed must be set before jax starts. Both are marked slow (about
@@ -52,13 +52,17 @@ def test_sharded_steps_equal_the_single_device_step_and_fsdp_shards(tmp_path_fac
     cache = str(tmp_path_factory.mktemp("jax_cache"))
     out = _finish(_worker(["meshes", tmp_path_factory.mktemp("meshes")], 8, cache))
     report = json.loads(out.strip().splitlines()[-1])
-    for name in ("data8", "data2_fsdp4"):
+    for name in ("data8", "data2_fsdp4", "data8_zero1"):
         assert report[name]["max_param_diff"] < 1e-5, report
         assert abs(report[name]["loss"] - report["single"]["loss"]) < loss_tol() * abs(report["single"]["loss"]), report
     # Per-device bytes about 1/4 of the whole with fsdp = 4 (the few leaves no axis of which
     # 4 divides stay replicated), and the whole on each device without FSDP.
     assert 0.24 < report["data2_fsdp4"]["per_device_fraction"] < 0.3, report
     assert report["data8"]["per_device_fraction"] == 1.0
+    # ZeRO-1: the parameters whole on every device, AdamW's moments split 8 ways (the few leaves
+    # no axis of which 8 divides stay whole).
+    assert report["data8_zero1"]["params_fraction"] == 1.0
+    assert 0.124 < report["data8_zero1"]["opt_state_fraction"] < 0.16, report
 
 
 @pytest.mark.slow
@@ -113,9 +117,10 @@ def _meshes(workdir):
 
     report, reference = {}, None
     for name, data, fsdp, devices in (("single", 1, 1, jax.devices()[:1]), ("data8", 8, 1, None),
-                                      ("data2_fsdp4", 2, 4, None)):
+                                      ("data2_fsdp4", 2, 4, None), ("data8_zero1", 8, 1, None)):
         # The tiny model's leaves are all under the 4 MiB default: split every one that divides.
-        config = small_config(**{"mesh.data": data, "mesh.fsdp": fsdp, "mesh.fsdp_min_bytes": 0})
+        config = small_config(**{"mesh.data": data, "mesh.fsdp": fsdp, "mesh.fsdp_min_bytes": 0,
+                                 "mesh.zero1": name.endswith("zero1")})
         trainer = Trainer(config, Path(workdir) / name,
                           devices=devices)
         state, metrics = _step(trainer)
@@ -123,7 +128,9 @@ def _meshes(workdir):
         reference = reference or params
         report[name] = {"loss": float(metrics["loss"]),
                         "max_param_diff": max(float(np.abs(params[k] - reference[k]).max()) for k in params),
-                        "per_device_fraction": _per_device_fraction((state.params, state.opt_state))}
+                        "per_device_fraction": _per_device_fraction((state.params, state.opt_state)),
+                        "params_fraction": _per_device_fraction(state.params),
+                        "opt_state_fraction": _per_device_fraction(state.opt_state)}
     print(json.dumps(report))
 
 

@@ -112,13 +112,16 @@ def test_remat_changes_nothing_but_memory(tiny):
     # A sum of 2 x 12 x 64 squares: twice the features' relative error, plus the sum's own.
     loss_tol = f32_tol(*VIT_STEPS, cond=2, sides=2) + f32_tol(2 * 12 * 64)
     np.testing.assert_allclose(loss(remat, params), loss(model, params), rtol=loss_tol)
-    scanned_remat = vit.ViT(**TINY, scan_blocks=True, remat=True)
     grads = jax.jit(jax.grad(lambda p: loss(model, p)))(params)
-    grads_remat = jax.jit(jax.grad(lambda p: loss(scanned_remat, p)))(vit.stack_blocks(params))
-    grads_remat = vit.unstack_blocks(grads_remat)
     # Backward: the forward's steps again, transposed, and the kernels' sums over 2 x 13 tokens.
     grad_tol = f32_tol(*VIT_STEPS, *VIT_STEPS, 2 * 13, sides=2)
-    assert max(jax.tree.leaves(jax.tree.map(rel_err, grads_remat, grads))) < grad_tol
+    for policy in ("full", "dots"):
+        scanned_remat = vit.ViT(**TINY, scan_blocks=True, remat=policy)
+        grads_remat = jax.jit(jax.grad(lambda p: loss(scanned_remat, p)))(vit.stack_blocks(params))
+        grads_remat = vit.unstack_blocks(grads_remat)
+        assert max(jax.tree.leaves(jax.tree.map(rel_err, grads_remat, grads))) < grad_tol, policy
+    with pytest.raises(ValueError, match="remat must be one of"):
+        vit.ViT(**TINY, remat="some").apply({"params": params}, images)
 
 
 def test_bfloat16_compute_is_finite_and_close(tiny):

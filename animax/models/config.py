@@ -15,7 +15,9 @@ def model_config() -> ml_collections.ConfigDict:
     model.drop_path_rate = 0.55     # stochastic depth at the last block in training (AniMer: 0.55)
     model.scan_blocks = False       # nn.scan over the ViT blocks: one compiled block, faster compiles (training
                                     # configs); unrolled runs faster (docs/performance.md)
-    model.remat = False             # recompute block activations in the backward pass (saves memory)
+    model.remat = "none"            # recompute block activations in the backward pass (saves memory):
+                                    # "none", "full" (only block inputs kept), "dots" (dense-layer
+                                    # outputs kept); animax.models.vit.REMAT_POLICIES
     model.dtype = "float32"         # compute dtype: "float32" or "bfloat16" (params stay float32)
 
     head = model.smal_head = ml_collections.ConfigDict()

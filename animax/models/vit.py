@@ -161,6 +161,23 @@ class PatchEmbed(nn.Module):
                        dtype=self.dtype, name="proj")(images)
 
 
+# Activation recomputation in the backward pass, per ViT block (config.model.remat):
+#   none  keep every activation
+#   full  keep only each block's input; recompute everything inside it
+#   dots  keep the outputs of the dense layers (matmuls without batch dimensions: qkv, proj,
+#         fc1, fc2), recompute the attention's batched products, softmax, norms and GELU
+REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def remat_policy(remat):
+    """config.model.remat (a REMAT_POLICIES key, or True / False for full / none) -> policy or None."""
+    name = {True: "full", False: "none"}.get(remat, remat)
+    if name not in REMAT_POLICIES:
+        raise ValueError(f"config.model.remat must be one of {list(REMAT_POLICIES)} (or True / False), got {remat!r}")
+    return REMAT_POLICIES[name]
+
+
 class ViT(nn.Module):
     """ViTPose backbone with a class token; see the module docstring for inputs and outputs."""
 
@@ -172,7 +189,7 @@ class ViT(nn.Module):
     patch_padding: int = 2
     drop_path_rate: float = 0.0
     scan_blocks: bool = False
-    remat: bool = False
+    remat: bool | str = False       # REMAT_POLICIES key; True = "full", False = "none"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -192,10 +209,9 @@ class ViT(nn.Module):
         rates = np.linspace(0.0, self.drop_path_rate, self.depth)
         deterministic = not train or self.drop_path_rate == 0.0
         block = Block
-        if self.remat:
-            # Keep only each block's input; everything inside is recomputed on the way back.
-            block = nn.remat(block, prevent_cse=not self.scan_blocks, static_argnums=(3,),
-                             policy=jax.checkpoint_policies.nothing_saveable)
+        policy = remat_policy(self.remat)
+        if policy is not None:
+            block = nn.remat(block, prevent_cse=not self.scan_blocks, static_argnums=(3,), policy=policy)
         if self.scan_blocks:
             blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                              in_axes=(0, nn.broadcast), length=self.depth)

@@ -67,7 +67,8 @@ class BodyModelBank:
         planar = lambda basis: basis.reshape(basis.shape[0], 3, -1)[:, :, :v].reshape(basis.shape[0], -1)
         return model.replace(v_template=model.v_template[:v], shape_basis=planar(model.shape_basis),
                              pose_basis=planar(model.pose_basis), j_regressor=model.j_regressor[:, :v],
-                             lbs_weights=model.lbs_weights[:v], faces=model.faces[:self.face_counts[m]])
+                             lbs_weights=model.lbs_weights[:v], faces=model.faces[:self.face_counts[m]],
+                             name=self.names[m])
 
 
 def _pad_model(model: SMALModel, num_vertices: int, num_faces: int, num_betas: int, set_width: int) -> SMALModel:

@@ -6,6 +6,9 @@ sharded over both axes (every device sees its own examples); parameters and opti
 are either replicated (fsdp = 1) or split over `fsdp` along their largest axis that the
 fsdp size divides. Leaves under `mesh.fsdp_min_bytes` (biases, norm scales; big_vision's rule
 uses 4 MiB) and leaves with no such axis stay replicated; XLA gathers split ones per use.
+With `mesh.zero1` the optimizer state (AdamW's two moments: twice the parameters) is split
+over both axes, all the devices, whatever fsdp says of the parameters (ZeRO stage 1): each
+device updates its share of the moments and XLA all-gathers the updated parameters.
 """
 
 from __future__ import annotations
@@ -49,25 +52,26 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
     return Mesh(grid, ("data", "fsdp"))
 
 
-def fsdp_spec(shape, fsdp_size: int, nbytes: int = 0, min_bytes: int = 0) -> P:
-    """PartitionSpec splitting the largest axis that `fsdp_size` divides; replicated if none,
-    or if the leaf's `nbytes` are under `min_bytes`."""
+def fsdp_spec(shape, fsdp_size: int, nbytes: int = 0, min_bytes: int = 0, axes="fsdp") -> P:
+    """PartitionSpec splitting the largest axis that `fsdp_size` divides over the mesh axis (or
+    axes, a tuple) `axes`; replicated if none, or if the leaf's `nbytes` are under `min_bytes`."""
     if fsdp_size == 1 or nbytes < min_bytes:
         return P()
     candidates = [(size, axis) for axis, size in enumerate(shape) if size % fsdp_size == 0]
     if not candidates:
         return P()
     _, axis = max(candidates)
-    return P(*([None] * axis), "fsdp")
+    return P(*([None] * axis), axes)
 
 
-def state_shardings(mesh: Mesh, abstract_tree, min_bytes: int = 0):
-    """NamedShardings for a tree of arrays or ShapeDtypeStructs (parameters, optimizer state)."""
-    fsdp_size = mesh.shape["fsdp"]
+def state_shardings(mesh: Mesh, abstract_tree, min_bytes: int = 0, all_devices: bool = False):
+    """NamedShardings for a tree of arrays or ShapeDtypeStructs (parameters, optimizer state):
+    split over `fsdp`, or with `all_devices` over data x fsdp (ZeRO-1's optimizer state)."""
+    axes, size = (BATCH_AXES, mesh.size) if all_devices else ("fsdp", mesh.shape["fsdp"])
 
     def sharding(x):
         nbytes = int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
-        return NamedSharding(mesh, fsdp_spec(np.shape(x), fsdp_size, nbytes, min_bytes))
+        return NamedSharding(mesh, fsdp_spec(np.shape(x), size, nbytes, min_bytes, axes))
 
     return jax.tree.map(sharding, abstract_tree)
 

@@ -149,7 +149,7 @@ def _initial_state(model, config, tx, body):
 def abstract_train_state(model, config, tx, mesh):
     """(abstract state, its shardings): what `initial_state` builds or a checkpoint restores into."""
     abstract = jax.eval_shape(lambda body: _initial_state(model, config, tx, body), model.body_model)
-    return abstract, state_shardings(mesh, abstract, config.mesh.fsdp_min_bytes)
+    return abstract, state_shardings(mesh, abstract, config.mesh.fsdp_min_bytes, config.mesh.get("zero1", False))
 
 
 def initial_state(model, config, tx, shardings) -> TrainState:
@@ -180,8 +180,9 @@ def _pretrained_discriminator(config, fresh):
     return params
 
 
-def state_shardings(mesh, abstract_state: TrainState, fsdp_min_bytes: int = 0):
-    """Parameters, LoRA and optimizer state per the mesh's fsdp rule; scalars and rng replicated."""
+def state_shardings(mesh, abstract_state: TrainState, fsdp_min_bytes: int = 0, zero1: bool = False):
+    """Parameters, LoRA and optimizer state per the mesh's fsdp rule (the optimizer state over
+    every device with `zero1`); scalars, rng and the small discriminator replicated."""
     tree_shardings = lambda tree: sharding_lib.state_shardings(mesh, tree, fsdp_min_bytes)
     rep = sharding_lib.replicated(mesh)
     replicate = lambda tree: jax.tree.map(lambda _: rep, tree)   # the discriminator is ~6 MB
@@ -191,4 +192,4 @@ def state_shardings(mesh, abstract_state: TrainState, fsdp_min_bytes: int = 0):
         discriminator_opt_state=replicate(abstract_state.discriminator_opt_state),
         params=tree_shardings(abstract_state.params), lora=tree_shardings(abstract_state.lora),
         batch_stats=tree_shardings(abstract_state.batch_stats),
-        opt_state=tree_shardings(abstract_state.opt_state))
+        opt_state=sharding_lib.state_shardings(mesh, abstract_state.opt_state, fsdp_min_bytes, all_devices=zero1))

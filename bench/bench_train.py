@@ -23,7 +23,8 @@ utilisation. Writes bench/results/bench_train.json.
 
     python bench/bench_train.py                                          # synthetic_tiny only
     python bench/bench_train.py --cases vith torch_vith --vith_batch 1 --remat none full dots --steps 2
-    python bench/bench_train.py --cases vith --remat none full --memory_batches 1 2 --dtype bfloat16 --memory_gib 80
+    python bench/bench_train.py --cases vith --remat none full dots --dtype bfloat16 --vith_batch 8 \
+        --memory_batches 8 16 --memory_gib 80 --compile_only          # estimates for an 80 GB GPU
 """
 
 import argparse
@@ -190,6 +191,8 @@ def main():
     parser.add_argument("--memory_batches", nargs=2, type=int, metavar=("B1", "B2"),
                         help="also compile each ViT-H policy at these batches for max_batch")
     parser.add_argument("--memory_gib", type=float, default=24.0, help="device memory budget for max_batch")
+    parser.add_argument("--compile_only", action="store_true",
+                        help="ViT-H: compile and report memory, run no step (estimates for another device)")
     parser.add_argument("--peak_tflops", type=float, default=None, help="device peak, for MFU")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -202,7 +205,7 @@ def main():
     for name in args.cases:
         if name == "vith":
             for remat in args.remat:
-                row = run_isolated({"case": name, "args": args, "remat": remat})
+                row = run_isolated({"case": name, "args": args, "remat": remat, "compile_only": args.compile_only})
                 if args.memory_batches:
                     points = [(b, run_isolated({"case": name, "args": args, "remat": remat, "batch": b,
                                                 "compile_only": True})["device_peak_gib"])

@@ -10,12 +10,14 @@ Each leaf is labelled by `leaf_labels`:
                 "lora" (LoRA then trains the adapters and every module after the backbone);
                 everything but the head encoder and the fusion under "descriptor" (the
                 descriptor learns on a fixed pose model; its predictions stay as they were)
-Clipping acts on the global norm of the trained gradients only.
+Clipping (`clip_factor`) acts on the global norm of the trained gradients only; the train step
+applies it to the gradients before this transformation sees them.
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 TRAINABLE_SETS = ("full", "frozen_backbone", "lora", "descriptor")
@@ -59,9 +61,14 @@ def make_optimizer(config, trainable):
     labels = leaf_labels(trainable, config.trainable)
     adamw = optax.adamw(learning_rate_schedule(config), b1=opt.b1, b2=opt.b2, eps=opt.eps,
                         weight_decay=opt.weight_decay, mask=jax.tree.map(lambda l: l == "decay", labels))
-    clip = optax.clip_by_global_norm(opt.grad_clip_norm) if opt.grad_clip_norm else optax.identity()
-    return optax.multi_transform({"trained": optax.chain(clip, adamw), "frozen": optax.set_to_zero()},
+    return optax.multi_transform({"trained": adamw, "frozen": optax.set_to_zero()},
                                  jax.tree.map(lambda l: "frozen" if l == "frozen" else "trained", labels))
+
+
+def clip_factor(config, grad_norm):
+    """optax.clip_by_global_norm's factor: min(1, grad_clip_norm / norm), 1 with clipping off."""
+    limit = config.optim.grad_clip_norm
+    return jnp.minimum(1.0, limit / jnp.maximum(grad_norm, 1e-30)) if limit else jnp.ones_like(grad_norm)
 
 
 def adversarial_weight(config) -> float:

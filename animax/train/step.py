@@ -107,23 +107,33 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
     trained_grads = jax.tree.map(lambda g, t: g if t else jnp.zeros((), g.dtype), grads, trained)
     grad_norm = optax.tree.norm(trained_grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state.opt_state, trainable)
-    new_trainable = optax.apply_updates(trainable, updates)
-    keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_trainable = keep_if_finite(new_trainable, trainable)
-    discriminator, discriminator_opt_state, disc_metrics = state.discriminator, state.discriminator_opt_state, {}
+    kept_discriminator = (state.discriminator, state.discriminator_opt_state)
+    discriminator, disc_metrics = kept_discriminator, {}
     if adversarial:
-        disc_loss, discriminator, discriminator_opt_state = _discriminator_update(state, batch, fake, config)
+        disc_loss, *discriminator = _discriminator_update(state, batch, fake, config)
         finite = finite & jnp.isfinite(disc_loss)
         disc_metrics = {"loss/discriminator": disc_loss}
+
+    scale = optim.clip_factor(config, grad_norm)
+
+    def update(_):
+        # Clipped here, where the scaling fuses into the AdamW update instead of being a copy of the gradients.
+        updates, opt_state = tx.update(jax.tree.map(lambda g: g * scale, grads), state.opt_state, trainable)
+        return optax.apply_updates(trainable, updates), opt_state, batch_stats, tuple(discriminator)
+
+    def keep(_):
+        return trainable, state.opt_state, state.batch_stats, kept_discriminator
+
+    # A conditional rather than a select between old and new: with both alive, every state
+    # array would be held twice; in a branch the update writes the donated state in place
+    # (ViT-H: 2 GiB less at the peak, docs/performance.md).
+    new_trainable, opt_state, batch_stats, (disc_params, disc_opt_state) = jax.lax.cond(finite, update, keep, None)
     streak = jnp.where(finite, 0, state.nonfinite_streak + 1)
     new_state = state.replace(
         step=state.step + 1, params=new_trainable["params"], lora=new_trainable["lora"],
-        discriminator=keep_if_finite(discriminator, state.discriminator),
-        discriminator_opt_state=keep_if_finite(discriminator_opt_state, state.discriminator_opt_state),
-        batch_stats=keep_if_finite(batch_stats, state.batch_stats),
-        opt_state=keep_if_finite(opt_state, state.opt_state),
-        nonfinite_streak=streak, nonfinite_total=state.nonfinite_total + (1 - finite.astype(jnp.int32)))
+        discriminator=disc_params, discriminator_opt_state=disc_opt_state, batch_stats=batch_stats,
+        opt_state=opt_state, nonfinite_streak=streak,
+        nonfinite_total=state.nonfinite_total + (1 - finite.astype(jnp.int32)))
     metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": optim.learning_rate_schedule(config)(state.step),
                "skipped": 1 - finite.astype(jnp.int32), "nonfinite_streak": streak,
                "nonfinite_total": new_state.nonfinite_total,

@@ -372,7 +372,7 @@ def test_adversarial_stage_trains_the_discriminator_against_the_model(tmp_path):
     # the discriminator's products (9, 32, 1088, 1024, 1024 terms).
     tol = f32_tol(*pipeline_steps(config.model), 9, 32, 1088, 1024, 1024, sides=2)
     np.testing.assert_allclose(metrics["loss/adversarial"], np.sum((fake - 1) ** 2) / batch, rtol=tol)
-    np.testing.assert_allclose(metrics["loss/discriminator"],
+    np.testing.assert_allclose(metrics["discriminator/loss"],
                                (np.sum(fake ** 2) + np.sum((real - 1) ** 2)) / batch, rtol=tol)
     # One step lowers the discriminator's loss on this batch: it tells real from fake better.
     after = jax.device_get(new_state.discriminator)

@@ -245,6 +245,8 @@ class Trainer:
                 print(f"{name:<18}{values['loss/' + name]:>14.6g}{config.loss.weights[name]:>10.4g}"
                       f"{values['weighted/' + name]:>14.6g}")
             print(f"{'total':<18}{values['loss']:>14.6g}")
+            if "discriminator/loss" in values:
+                print(f"{'discriminator':<18}{values['discriminator/loss']:>14.6g}  (its own loss and AdamW step)")
             print(f"{'gradient norm':<18}{'':>14}")
             for name in sorted(k for k in values if k.startswith("grad_norm/")):
                 print(f"  {name.split('/', 1)[1]:<16}{values[name]:>14.6g}")

@@ -112,7 +112,7 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
     if adversarial:
         disc_loss, *discriminator = _discriminator_update(state, batch, fake, config)
         finite = finite & jnp.isfinite(disc_loss)
-        disc_metrics = {"loss/discriminator": disc_loss}
+        disc_metrics = {"discriminator/loss": disc_loss}      # not a model term: its own optimizer
 
     scale = optim.clip_factor(config, grad_norm)
 

@@ -167,7 +167,8 @@ def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07), descriptor_tempe
     `has_pose [B]`, `family [B]`, `identity [B]` (-1 = unknown), and `vertices [B,V,3]` (the GT
     parameters' mesh) for the vertex term, which is 0 without them; `source_keypoints [B,N,3]`
     with `source_table` (`KeypointMap.prediction_table()`) for the source-keypoint term.
-    priors: {"shape": ShapePrior, "pose": PosePrior}, either may be missing (the term is then 0). supcon: (temperature, base temperature).
+    priors: {"shape": ShapePrior, "pose": PosePrior}, either may be missing (the term is then 0).
+    supcon: (temperature, base temperature).
     """
     f32 = lambda x: jnp.asarray(x, jnp.float32)
     pose, gt_pose = f32(outputs["pose"]), f32(gt_rotations(batch["pose"]))

@@ -27,11 +27,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from animax.models import abstract_variables, build_model, vit
+from animax.models.discriminator import COLLECTION as DISCRIMINATOR, init_discriminator
 from animax.models.pipeline import Pipeline
 
 CONFIG_FILE = "config.json"
 STATE_DIR = "state"
-DISCRIMINATOR = "discriminator"    # the collection of AniMer's discriminator (animax.models.discriminator)
 
 
 def save_model(path, config: ml_collections.ConfigDict, variables, info: dict | None = None) -> None:
@@ -96,8 +96,6 @@ def load_model(path, smal=None, dtype=None) -> tuple[Pipeline, dict]:
 
 def load_discriminator(path):
     """The discriminator parameters a converted AniMer checkpoint directory holds, or None."""
-    from animax.models.discriminator import init_discriminator
-
     with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
         stored = checkpointer.metadata(Path(path).absolute() / STATE_DIR).item_metadata.tree
     if DISCRIMINATOR not in stored:

@@ -60,7 +60,7 @@ def to_torch(args) -> int:
     import numpy as np
     import torch
 
-    from animax.saved_model import load_discriminator, load_model, read_config
+    from animax.saved_model import DISCRIMINATOR, load_discriminator, load_model, read_config
     from animax.convert.animer import to_torch_state_dict
     from animax.files import atomic_write
 
@@ -68,7 +68,7 @@ def to_torch(args) -> int:
     _, variables = load_model(args.src)
     discriminator = load_discriminator(args.src)
     if discriminator is not None:
-        variables = {**variables, "discriminator": discriminator}
+        variables = {**variables, DISCRIMINATOR: discriminator}
     state = {k: torch.from_numpy(np.array(v)) for k, v in to_torch_state_dict(config, variables).items()}
     atomic_write(args.out, lambda tmp: torch.save({"state_dict": state}, tmp))
     print(f"wrote {args.out} ({len(state)} tensors)")

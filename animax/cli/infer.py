@@ -125,8 +125,7 @@ def error(message):
 def main(argv=None) -> int:
     args = parse_args(argv)
     # The package is imported here so that --help and argument errors answer at once.
-    from animax.inference.inputs import BoxesFileError, expand_inputs, plan_jobs, read_boxes
-    from animax.inference.inputs import read_body_models
+    from animax.inference.inputs import BoxesFileError, expand_inputs, plan_jobs, read_body_models, read_boxes
     from animax.inference.loading import (DEMO_CONFIG_NAME, SHIPPED_MODEL_NAME, ModelLoadError, check_files,
                                           load_body_models, load_model_or_random, uses_random_weights,
                                           with_body_model)

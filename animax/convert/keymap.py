@@ -16,6 +16,8 @@ import re
 
 import numpy as np
 
+from animax.models.discriminator import COLLECTION as DISCRIMINATOR
+
 COPY, LINEAR, CONV, POINTWISE = "copy", "linear", "conv", "pointwise"
 
 
@@ -90,7 +92,7 @@ def _class_head_rules():
 
 
 def _discriminator_rules():
-    t, f = "discriminator", "discriminator"
+    t, f = "discriminator", DISCRIMINATOR
     rules = [Rule(f"{t}.D_conv{k}.weight", f"{f}/D_conv{k}/kernel", POINTWISE) for k in (1, 2)]
     rules += [Rule(f"{t}.D_conv{k}.bias", f"{f}/D_conv{k}/bias") for k in (1, 2)]
     rules += _linear(f"{t}.pose_out.{{i}}", f"{f}/pose_out_{{i}}")
@@ -100,8 +102,6 @@ def _discriminator_rules():
 
 
 RULES = (*_backbone_rules(), *_smal_head_rules(), *_class_head_rules(), *_discriminator_rules())
-# The collections a conversion fills besides the pipeline's (params, batch_stats).
-DISCRIMINATOR = "discriminator"
 _COMPILED = [(rule, rule.torch_regex()) for rule in RULES]
 _COMPILED_FLAX = [(rule, rule.flax_regex()) for rule in RULES]
 

@@ -16,7 +16,7 @@ import ml_collections
 
 from animax.models import build_model, init_variables
 from animax.models.config import tiny_model_config
-from animax.smal.bank import STANDIN
+from animax.smal.bank import STANDIN, load_body_file
 
 RANDOM_SEED = 0
 
@@ -136,12 +136,10 @@ def _random_model(config_path, smal, dtype):
 def load_body_models(files: dict) -> dict:
     """{name: SMALModel} for `--smal NAME=FILE` values ({name: file}; the file `standin` is the
     built-in stand-in). Raises ModelLoadError naming the file that fails."""
-    from animax.smal import load_smal
-
     bodies = {}
     for name, file in files.items():
         try:
-            bodies[name] = load_smal(None if file == STANDIN else file)
+            bodies[name] = load_body_file(file)
         except (OSError, ValueError) as e:    # load_smal's messages name the file
             raise ModelLoadError(f"--smal {name}={file}: {e}") from None
     return bodies

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 NUM_JOINTS = 34
+# Its parameters' collection in a converted checkpoint directory (not part of the pipeline's).
+COLLECTION = "discriminator"
 
 
 class Discriminator(nn.Module):

@@ -119,13 +119,17 @@ def make_bank(models) -> BodyModelBank:
                          face_counts=tuple(int(m.faces.shape[0]) for m in models), names=names)
 
 
+def load_body_file(file) -> SMALModel:
+    """One body model: a SMAL file, or None / 'standin' for the built-in stand-in."""
+    return load_smal(None if file == STANDIN else file)
+
+
 def load_body(spec):
     """A body-model spec -> SMALModel or BodyModelBank: None (the stand-in), one file, or several
     comma-separated files ('standin' names the built-in one) as a bank."""
-    files = [f.strip() for f in spec.split(",")] if spec and "," in spec else None
-    if files is None:
-        return load_smal(None if spec == STANDIN else spec)
-    return make_bank([load_smal(None if f == STANDIN else f) for f in files])
+    if spec and "," in spec:
+        return make_bank([load_body_file(f.strip()) for f in spec.split(",")])
+    return load_body_file(spec)
 
 
 def _pad_betas(betas, num_betas):

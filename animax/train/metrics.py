@@ -37,26 +37,32 @@ from animax.geometry import CROP_SIZE
 PA_MPJPE_ROOT = 7
 
 
-def pck_curve(pred_2d, gt_2d, mask, has_mask, valid, thresholds):
-    """pred_2d [B,K,2], gt_2d [B,K,3] crop-normalised + confidence, mask [B,H,W], has_mask [B],
-    valid [B], thresholds [T]. Returns (pck [B,T], weight [B]).
-    """
+def _normalised_pck(pred_2d, gt_2d, length, valid, thresholds):
+    """Hits where the crop-pixel distance / length [B] is below each threshold [T],
+    confidence-weighted per sample over its visible keypoints -> (pck [B,T], weight [B])."""
     conf = gt_2d[..., 2]
     dist = jnp.linalg.norm((pred_2d - gt_2d[..., :2]) * CROP_SIZE, axis=-1)
-    mask_area = jnp.sum(mask.reshape(mask.shape[0], -1).astype(jnp.float32), axis=-1)
-    labelled = (conf > 0)[..., None]
-    low = jnp.min(jnp.where(labelled, gt_2d[..., :2], jnp.inf), axis=1)
-    high = jnp.max(jnp.where(labelled, gt_2d[..., :2], -jnp.inf), axis=1)
-    # No labelled keypoint: high - low is -inf, clipped to an empty box.
-    box_area = jnp.prod(jnp.clip(high - low, 0.0) * CROP_SIZE, axis=-1)
-    area = jnp.where(has_mask > 0, mask_area, box_area)
-    scaled = dist / jnp.sqrt(jnp.maximum(area, 1.0))[:, None]                  # [B,K]
+    scaled = dist / length[:, None]                                             # [B,K]
     hits = (scaled[:, None, :] < jnp.asarray(thresholds, jnp.float32)[None, :, None]).astype(jnp.float32)
     visible = jnp.sum(conf, axis=-1)
     # AniMer divides by the visible count even when it is 0 (a NaN that poisons its batch mean);
     # such samples get weight 0 here instead.
     weight = valid * (visible > 0)
     return jnp.sum(hits * conf[:, None, :], axis=-1) / jnp.maximum(visible, 1e-9)[:, None], weight
+
+
+def pck_curve(pred_2d, gt_2d, mask, has_mask, valid, thresholds):
+    """pred_2d [B,K,2], gt_2d [B,K,3] crop-normalised + confidence, mask [B,H,W], has_mask [B],
+    valid [B], thresholds [T]. Returns (pck [B,T], weight [B]).
+    """
+    mask_area = jnp.sum(mask.reshape(mask.shape[0], -1).astype(jnp.float32), axis=-1)
+    labelled = (gt_2d[..., 2] > 0)[..., None]
+    low = jnp.min(jnp.where(labelled, gt_2d[..., :2], jnp.inf), axis=1)
+    high = jnp.max(jnp.where(labelled, gt_2d[..., :2], -jnp.inf), axis=1)
+    # No labelled keypoint: high - low is -inf, clipped to an empty box.
+    box_area = jnp.prod(jnp.clip(high - low, 0.0) * CROP_SIZE, axis=-1)
+    area = jnp.where(has_mask > 0, mask_area, box_area)
+    return _normalised_pck(pred_2d, gt_2d, jnp.sqrt(jnp.maximum(area, 1.0)), valid, thresholds)
 
 
 def pck(pred_2d, gt_2d, mask, has_mask, valid, threshold=0.1):
@@ -66,16 +72,12 @@ def pck(pred_2d, gt_2d, mask, has_mask, valid, threshold=0.1):
 
 
 def scaled_pck(pred_2d, gt_2d, scale, valid, threshold):
-    """A dataset's own PCK: a labelled keypoint hits when its crop-pixel distance is below
-    threshold x scale [B] (crop pixels; Horse-10: PCK@0.3 of the horse's nose-to-eye distance,
-    Mathis et al., WACV 2021). Confidence-weighted per sample, as `pck`; weight 0 where the
+    """A dataset's own PCK: a labelled keypoint hits when its crop-pixel distance / scale [B]
+    (crop pixels; Horse-10: PCK@0.3 of the horse's nose-to-eye distance, Mathis et al., WACV
+    2021) is below threshold. Confidence-weighted per sample, as `pck`; weight 0 where the
     sample has no scale or no visible keypoint. Returns (pck [B], weight [B])."""
-    conf = gt_2d[..., 2]
-    dist = jnp.linalg.norm((pred_2d - gt_2d[..., :2]) * CROP_SIZE, axis=-1)
-    hits = (dist < threshold * scale[:, None]).astype(jnp.float32)
-    visible = jnp.sum(conf, axis=-1)
-    weight = valid * (visible > 0) * (scale > 0)
-    return jnp.sum(hits * conf, axis=-1) / jnp.maximum(visible, 1e-9), weight
+    values, weight = _normalised_pck(pred_2d, gt_2d, jnp.maximum(scale, 1e-9), valid, [threshold])
+    return values[:, 0], weight * (scale > 0)
 
 
 # AniMer's AUC: the PCK curve at 100 thresholds evenly from 0 to 1, integrated by the trapezoid

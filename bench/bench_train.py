@@ -7,6 +7,9 @@ Cases (each a full optimizer step: forward, backward, AdamW, on a synthetic batc
                      train.py does: with batches made ahead on a thread (data.prefetch 2) and without
     vith             AniMer's ViT-H/16 model (configs/animal3d.py: the whole pipeline with its
                      losses), one row per --remat policy (animax.models.vit.REMAT_POLICIES)
+    vith_backbone    animax's ViT-H/16 backbone alone doing the torch_vith rows' work (the same loss,
+                     optax AdamW with the same settings, the state donated): like for like
+                     with PyTorch, one row per --remat policy
     torch_vith       AniMer's ViT-H/16 backbone in PyTorch, written from its state dict as the
                      inference benchmark does, a loss on its feature map, backward, torch AdamW;
                      without and with torch.utils.checkpoint per block
@@ -83,13 +86,14 @@ def animax_case(name, args, batch=None, remat="none", compile_only=False) -> dic
         source = input_lib.train_source(config, trainer.body)
         fresh = "_loop" in name
         batch_arrays = trainer.batch(next(source), input_lib.TRAIN_KEYS)
-        # Compiling alone needs only the state's shapes: nothing the size of the model is made.
-        state = trainer.abstract_state if compile_only else trainer.restore_or_init()
+        # Compiled from the state's shapes (compile_only builds no state); as in Trainer.train,
+        # the compiler's and the initialisation's freed host memory is released before a step runs.
         start = time.perf_counter()
-        compiled = trainer.train_step.lower(state, batch_arrays, trainer.smal).compile()
+        compiled = trainer.compiled_train_step(trainer.abstract_state, batch_arrays)
         row = {"compile_s": time.perf_counter() - start, **memory_analysis(compiled)}
         times = []
         if not compile_only:
+            state = trainer.restore_or_init()
             state, metrics = compiled(state, batch_arrays, trainer.smal)   # warm-up
             jax.block_until_ready(metrics)
             for _ in range(args.steps):
@@ -107,6 +111,58 @@ def animax_case(name, args, batch=None, remat="none", compile_only=False) -> dic
         row["step_s"] = sorted(times)[len(times) // 2]
         flops = 3 * backbone_flops(config.model) * config.batch_size
         row.update(images_per_s=config.batch_size / row["step_s"], achieved_tflops=flops / row["step_s"] / 1e12)
+    return row
+
+
+def backbone_case(args, batch, remat="none", compile_only=False) -> dict:
+    """animax's ViT-H backbone alone: torch_case's step in JAX (scanned blocks, as training runs)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from animax.models import vit
+    from animax.train.loop import release_freed_host_memory
+
+    model = vit.Model("H/16", scan_blocks=True, remat=remat, dtype=args.dtype)
+    images = jax.random.normal(jax.random.PRNGKey(1), (batch, 256, 192, 3))
+    tx = optax.adamw(1e-6, weight_decay=1e-4)
+
+    def init():
+        params = model.init(jax.random.PRNGKey(0), images)["params"]
+        return params, tx.init(params)
+
+    def step(params, opt_state, images):
+        def loss(p):
+            out = model.apply({"params": p}, images)
+            tokens = jnp.concatenate([out["cls_token"][:, None], out["patch_tokens"]], axis=1)
+            return jnp.mean(jnp.square(tokens))
+        grads = jax.grad(loss)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    # Compiled and initialised as Trainer.train does: freed host memory released before a step.
+    abstract = jax.eval_shape(init)
+    start = time.perf_counter()
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(*abstract, images).compile()
+    row = {"compile_s": time.perf_counter() - start, **memory_analysis(compiled)}
+    release_freed_host_memory()
+    times = []
+    if not compile_only:
+        params, opt_state = jax.jit(init)()
+        release_freed_host_memory()
+        params, opt_state = compiled(params, opt_state, images)    # warm-up
+        jax.block_until_ready(params)
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            params, opt_state = compiled(params, opt_state, images)
+            jax.block_until_ready(params)
+            times.append(time.perf_counter() - t0)
+    row.update(case="vith_backbone", side="animax", batch=batch, dtype=args.dtype, remat=remat)
+    if times:
+        from configs import animal3d
+        row["step_s"] = sorted(times)[len(times) // 2]
+        flops = 3 * backbone_flops(animal3d.get_config().model) * batch
+        row.update(images_per_s=batch / row["step_s"], achieved_tflops=flops / row["step_s"] / 1e12)
     return row
 
 
@@ -155,6 +211,9 @@ def torch_case(args, batch, checkpointing) -> dict:
 def worker(spec) -> dict:
     if spec["case"] == "torch_vith":
         return torch_case(spec["args"], spec["batch"], spec["checkpointing"])
+    if spec["case"] == "vith_backbone":
+        return backbone_case(spec["args"], spec.get("batch") or spec["args"].vith_batch, spec.get("remat", "none"),
+                             spec.get("compile_only", False))
     return animax_case(spec["case"], spec["args"], spec.get("batch"), spec.get("remat", "none"),
                        spec.get("compile_only", False))
 
@@ -182,7 +241,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["synthetic_tiny"],
                         choices=["synthetic_tiny", "synthetic_tiny_loop", "synthetic_tiny_loop_noprefetch", "vith",
-                                 "torch_vith"])
+                                 "vith_backbone", "torch_vith"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per case (median reported)")
     parser.add_argument("--vith_batch", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="ViT-H compute dtype")
@@ -203,7 +262,7 @@ def main():
         return
     rows = []
     for name in args.cases:
-        if name == "vith":
+        if name in ("vith", "vith_backbone"):
             for remat in args.remat:
                 row = run_isolated({"case": name, "args": args, "remat": remat, "compile_only": args.compile_only})
                 if args.memory_batches:

@@ -114,6 +114,8 @@ def get_config():
     weights.vertices = 0.0              # animax: per-vertex L1 to the GT parameters' mesh (has_betas & has_pose)
     weights.descriptor_family = 0.0     # animax: supervised contrastive on fused_features, family labels
     weights.descriptor_identity = 0.0   # animax: the same with individual identity (Horse-10's 30 horses)
+    weights.keypoint_heatmap = 0.0      # animax: dense keypoint logits on the patch tokens (needs
+                                        # model.keypoint_heatmap; from-scratch configs)
     loss.supcon_temperature = 0.1       # AniMer
     loss.supcon_base_temperature = 0.07 # AniMer
     loss.descriptor_temperature = 0.1   # the descriptor terms' temperature (on unit vectors)

@@ -13,6 +13,8 @@ def get_config():
     config.name = "synthetic_tiny"
     config.model = tiny.get_config().model  # ViT-Ti/16 x 2 blocks, small heads (configs/tiny.py)
     config.model.smal_head.rest_init = True  # from scratch: predictions start at the rest pose (smal_head.py)
+    # From scratch nothing but this asks a patch token where a keypoint is (models/keypoint_heatmap.py).
+    config.model.keypoint_heatmap = True
 
     config.data.name = "synthetic_inline"   # the in-memory source (animax/train/synthetic.py)
     config.data.eval_examples = 128
@@ -44,4 +46,5 @@ def get_config():
     weights.betas_l2 = 1e-4
     weights.pose_smoothness = 1e-4
     weights.fused_l2 = 1e-5
+    weights.keypoint_heatmap = 0.01      # ~10 per batch of 8 at the start, beside pose's ~8
     return config

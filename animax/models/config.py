@@ -18,6 +18,9 @@ def model_config() -> ml_collections.ConfigDict:
     model.remat = "none"            # recompute block activations in the backward pass (saves memory):
                                     # "none", "full" (only block inputs kept), "dots" (dense-layer
                                     # outputs kept); animax.models.vit.REMAT_POLICIES
+    model.keypoint_heatmap = False  # dense keypoint readout on the patch tokens: the `keypoint_heatmap` loss,
+                                    # and the query's keypoints with smal_head.keypoint_query (from scratch;
+                                    # models/keypoint_heatmap.py)
     model.dtype = "float32"         # compute dtype: "float32" or "bfloat16" (params stay float32)
 
     head = model.smal_head = ml_collections.ConfigDict()
@@ -28,6 +31,8 @@ def model_config() -> ml_collections.ConfigDict:
     head.mlp_dim = 1024
     head.ief_iters = 1              # refinement iterations (AniMer's released config: 1)
     head.rest_init = False          # from-scratch start: pose from the rest pose, readouts near 0 (not AniMer)
+    head.keypoint_query = False     # the query also reads the keypoints of model.keypoint_heatmap (soft-argmax;
+                                    # not AniMer; models/keypoint_heatmap.py)
 
     enc = model.head_encoder = ml_collections.ConfigDict()
     enc.kind = "cnn"                # "cnn" | "vit" (animax.models.head_encoder.HEAD_ENCODERS)

@@ -13,7 +13,8 @@ skinned by model `body_index[b]` (or by static `body_groups`), `vertices` are pa
 largest model and `vertex_mask [B,V]` marks each row's real vertices.
 
 With `train=True` it also returns `class_features` from the class-token head (for the
-supervised-contrastive loss) and the per-iteration SMAL head predictions.
+supervised-contrastive loss), the per-iteration SMAL head predictions and, with
+`model.keypoint_heatmap`, the dense keypoint logits `keypoint_heatmap [B,16,12,K]`.
 
 The body model's arrays are the variable collection `smal` (not parameters, not constants
 baked into the compiled program): `variables = {"params": ..., "batch_stats": ..., "smal": ...}`,
@@ -32,12 +33,13 @@ from animax.models import vit
 from animax.models.class_head import ClassTokenHead
 from animax.models.fusion import make_fusion, smal_parameter_vector
 from animax.models.head_encoder import HeadEncoder
+from animax.models.keypoint_heatmap import WINDOW_WIDTH, WINDOW_X0, KeypointHeatmap, expected_keypoints
 from animax.models.smal_head import SMALHead
 from animax.smal.bank import BodyModelBank, skin
 from animax.smal.model import SMALModel
 
 # AniMer's network sees the centre 192 columns of the 256 x 256 crop.
-BACKBONE_COLUMNS = slice(32, -32)
+BACKBONE_COLUMNS = slice(WINDOW_X0, WINDOW_X0 + WINDOW_WIDTH)
 
 
 class Pipeline(nn.Module):
@@ -64,11 +66,20 @@ class Pipeline(nn.Module):
                                         margin=enc.margin, min_size=enc.min_size, kind=enc.get("kind", "cnn"),
                                         vit=None if vit_head is None else dict(vit_head), dtype=dtype)
         self.fusion = make_fusion(cfg.fusion, dtype)
+        # Dense keypoint readout (from-scratch configs; keypoint_heatmap.py): a training signal,
+        # and with smal_head.keypoint_query the keypoints the SMAL head's query starts from.
+        self.keypoint_heatmap = (KeypointHeatmap(self.body_model.num_keypoints)
+                                 if cfg.get("keypoint_heatmap", False) else None)
+        self.keypoint_query = head.get("keypoint_query", False)
+        if self.keypoint_query and self.keypoint_heatmap is None:
+            raise ValueError("model.smal_head.keypoint_query needs model.keypoint_heatmap")
         self.smal = self.variable("smal", "model", lambda: self.body_model)
 
     def __call__(self, images, train: bool = False, body_index=None, body_groups=None):
         backbone = self.backbone(images[:, :, BACKBONE_COLUMNS], train=train)
-        smal = self.smal_head(backbone["feature_map"])
+        heatmap = None if self.keypoint_heatmap is None else self.keypoint_heatmap(backbone["feature_map"])
+        query = expected_keypoints(heatmap).reshape(len(images), -1) if self.keypoint_query else None
+        smal = self.smal_head(backbone["feature_map"], query)
         cam_t = weak_cam_to_translation(smal["cam"])
         body = skin(self.smal.value, smal["betas"], smal["pose"], body_index, body_groups)
         keypoints_2d = project_to_crop(body["keypoints_3d"], cam_t)
@@ -84,4 +95,6 @@ class Pipeline(nn.Module):
         if train or self.is_initializing():
             out["class_features"] = self.class_token_head(backbone["cls_token"], train=train)
             out.update({k: smal[k] for k in ("pose_6d_iters", "betas_iters", "cam_iters")})
+            if heatmap is not None:
+                out["keypoint_heatmap"] = heatmap
         return out

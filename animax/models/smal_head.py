@@ -123,11 +123,18 @@ class TransformerDecoder(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, tokens, context):
-        """tokens [B, N, T], context [B, M, C] -> [B, N, dim] float32."""
+    def __call__(self, tokens, context, query_inputs=None):
+        """tokens [B, N, T], context [B, M, C], query_inputs [B, F] or None -> [B, N, dim] float32.
+
+        query_inputs (animax's, not AniMer's) are embedded and added to every query token; the
+        embedding starts at zero, so a model it is added to starts with unchanged outputs.
+        """
         x = nn.Dense(self.dim, dtype=self.dtype, name="to_token_embedding")(tokens)
         pos_embedding = self.param("pos_embedding", nn.initializers.normal(1.0), (1, tokens.shape[1], self.dim))
         x = x + pos_embedding  # float32 from here on
+        if query_inputs is not None:
+            x = x + nn.Dense(self.dim, kernel_init=nn.initializers.zeros, name="query_input_embedding")(
+                query_inputs.astype(jnp.float32))[:, None]
         for i in range(self.depth):
             x = DecoderLayer(self.heads, self.dim_head, self.mlp_dim, self.dtype, name=f"layers_{i}")(x, context)
         return x
@@ -148,12 +155,14 @@ class SMALHead(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, feature_map):
+    def __call__(self, feature_map, query_inputs=None):
+        """query_inputs [B, F]: optional per-image inputs of the query (the pipeline's keypoints
+        read from its dense heatmap); None is AniMer's head."""
         b = feature_map.shape[0]
         context = feature_map.reshape(b, -1, feature_map.shape[-1])
         decoder = TransformerDecoder(self.dim, self.depth, self.heads, self.dim_head, self.mlp_dim, self.dtype,
                                      name="transformer")
-        token = decoder(jnp.zeros((b, 1, 1), jnp.float32), context)[:, 0]
+        token = decoder(jnp.zeros((b, 1, 1), jnp.float32), context, query_inputs)[:, 0]
 
         # AniMer feeds the decoder a zero token at every refinement step, so its output and the
         # readouts are the same each step: compute them once and accumulate them `ief_iters` times.

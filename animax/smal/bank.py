@@ -57,6 +57,10 @@ class BodyModelBank:
     def num_betas(self) -> int:
         return self.models.shape_basis.shape[1]      # [M, NB, 3V]
 
+    @property
+    def num_keypoints(self) -> int:
+        return self.models.num_keypoints
+
     def padded(self, m: int) -> SMALModel:
         """Model m at the bank's padded sizes (its padding vertices skin to the origin)."""
         return jax.tree.map(lambda a: a[m], self.models)

@@ -41,16 +41,23 @@ The seed pipeline's terms:
                     gets no gradient on its heading (d/dphi 4 (1 + cos phi) = 0 at phi = 0), and
                     Gram-Schmidt removes the only (radial) one; on the raw 6D vector the gradient
                     is x0 - gt, which carries the column through zero to the other side
+    keypoint_heatmap sum over samples and keypoints inside the backbone's window of
+                    conf * KL(t || softmax(z)): z the dense logits of `model.keypoint_heatmap`
+                    over the h x w patch tokens, t a Gaussian over the token centres (sigma one
+                    token) around the true keypoint; 0 without the readout
+                    (models/keypoint_heatmap.py says why it exists)
 
 Losses run in float32 whatever the compute dtype.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from animax.geometry import axis_angle_to_rotmat, project_to_crop
+from animax.models.keypoint_heatmap import in_window, token_centres
 from animax.smal import PARENTS, pose_prior, shape_prior
 from animax.train.metrics import vertex_mask
 
@@ -64,6 +71,22 @@ def keypoints_3d_loss(pred, gt):
 def keypoints_2d_loss(pred, gt):
     """pred [B,K,2], gt [B,K,3] (xy + confidence) -> scalar, summed."""
     return jnp.sum(gt[..., 2:] * jnp.abs(pred - gt[..., :2]))
+
+
+def keypoint_heatmap_loss(logits, gt):
+    """logits [B,h,w,K], gt [B,K,3] (crop-normalised xy + confidence) -> scalar (module docstring).
+
+    log t is computed in closed form (a log-softmax of -d^2 / 2 sigma^2), so tokens far from
+    the keypoint, where t underflows to 0, contribute exactly t log t = 0.
+    """
+    b, h, w, k = logits.shape
+    centres = jnp.asarray(token_centres(h, w).reshape(-1, 2), jnp.float32)            # [T, 2]
+    sigma = 1.0 / h                                     # one token (crop-normalised rows = columns)
+    d2 = jnp.sum(jnp.square(gt[:, :, None, :2] - centres[None, None]), axis=-1)       # [B, K, T]
+    log_t = jax.nn.log_softmax(-d2 / (2.0 * sigma**2), axis=-1)
+    log_q = jax.nn.log_softmax(logits.reshape(b, h * w, k).transpose(0, 2, 1), axis=-1)
+    kl = jnp.sum(jnp.exp(log_t) * (log_t - log_q), axis=-1)                           # [B, K]
+    return jnp.sum(gt[..., 2] * in_window(gt[..., :2]) * kl)
 
 
 def masked_squared_error(pred, gt, has):
@@ -204,6 +227,8 @@ def loss_terms(outputs, batch, priors=None, supcon=(0.1, 0.07), descriptor_tempe
         "global_orient_6d": masked_squared_error(
             f32(outputs["pose_6d_iters"])[-1, :, :6],
             jnp.concatenate([gt_pose[:, 0, :, 0], gt_pose[:, 0, :, 1]], axis=-1), has_pose),
+        "keypoint_heatmap": (keypoint_heatmap_loss(f32(outputs["keypoint_heatmap"]), f32(batch["keypoints_2d"]))
+                             if "keypoint_heatmap" in outputs else zero),
     }
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from animax.geometry import rotmat_to_axis_angle  # noqa: E402
 from animax.image.io import load_image  # noqa: E402
 from animax.inference.loading import SHIPPED_MODEL, load_model_or_random  # noqa: E402
 from animax.inference.predictor import Predictor  # noqa: E402
@@ -46,14 +47,38 @@ def rotation_degrees(a, b):
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
+def leg_pairs(joint_names):
+    """[P, 2] indices (left, right) of mirrored leg joints: LLeg1/RLeg1, ..., LFootBack/RFootBack."""
+    names = list(joint_names)
+    return np.array([(i, names.index("R" + n[1:])) for i, n in enumerate(names)
+                     if n.startswith("L") and ("Leg" in n or "Foot" in n)])
+
+
+def near_far_split(pred, truth, pairs):
+    """Where the legs' error sits, degrees (mean over pairs and examples), from axis-angles [B, J, 3]:
+    the pair's common part (left + right) / 2 and its difference (left - right) / 2, each as
+    predicted against the truth and the truth's own size (the rest pose's error). A side view
+    shows the difference's size but hardly its sign: swapping the near and the far leg flips it."""
+    def parts(a):
+        left, right = a[:, pairs[:, 0]], a[:, pairs[:, 1]]
+        return (left + right) / 2, (left - right) / 2
+    (ps, pd), (ts, td) = parts(pred), parts(truth)
+    size = lambda v: float(np.degrees(np.linalg.norm(v, axis=-1)).mean())
+    return {"leg_common_deg": size(ps - ts), "rest_leg_common_deg": size(ts),
+            "leg_difference_deg": size(pd - td), "rest_leg_difference_deg": size(td),
+            "leg_difference_swapped_deg": size(-pd - td)}
+
+
 def heldout(model, variables, count, seed, split, max_yaw, batch=32):
     """PCK@0.1 and PA-MPJPE over `count` crops rendered as the training source renders them, and
-    where the error sits: the root's heading and the limbs (joints 1-34) against the rest pose's."""
+    where the error sits: the root's heading and the limbs (joints 1-34) against the rest pose's,
+    and the legs alone (the joints scenes.joint_sigmas swings most, fore and aft)."""
     body = variables["smal"]["model"]
+    legs = np.array([i for i, name in enumerate(body.joint_names) if "leg" in name.lower() or "foot" in name.lower()])
     source = SyntheticQuadrupeds(body, batch, seed=seed, split=split, num_batches=-(-count // batch),
                                  max_yaw=max_yaw)
     apply = jax.jit(lambda images: model.apply(variables, images))
-    totals, root, limbs, rest = np.zeros(4), [], [], []
+    totals, root, limbs, rest, leg, rest_leg, axis_angles = np.zeros(4), [], [], [], [], [], []
     for b in source:
         out = apply(jnp.asarray(b["image"]))
         ones = jnp.ones(len(b["image"]))
@@ -64,9 +89,15 @@ def heldout(model, variables, count, seed, split, max_yaw, batch=32):
         root.append(rotation_degrees(pose[:, 0], truth[:, 0]))
         limbs.append(rotation_degrees(pose[:, 1:], truth[:, 1:]).mean(-1))
         rest.append(rotation_degrees(np.eye(3), truth[:, 1:]).mean(-1))
+        leg.append(rotation_degrees(pose[:, legs], truth[:, legs]).mean(-1))
+        rest_leg.append(rotation_degrees(np.eye(3), truth[:, legs]).mean(-1))
+        axis_angles.append((rotmat_to_axis_angle(pose.astype(np.float64), xp=np),
+                            rotmat_to_axis_angle(truth.astype(np.float64), xp=np)))
     return {"examples": count, "pck@0.1": totals[0] / totals[1], "pa_mpjpe": totals[2] / totals[3],
             "root_deg_median": float(np.median(np.concatenate(root))),
-            "limb_deg": float(np.mean(np.concatenate(limbs))), "rest_limb_deg": float(np.mean(np.concatenate(rest)))}
+            "limb_deg": float(np.mean(np.concatenate(limbs))), "rest_limb_deg": float(np.mean(np.concatenate(rest))),
+            "leg_deg": float(np.mean(np.concatenate(leg))), "rest_leg_deg": float(np.mean(np.concatenate(rest_leg))),
+            **near_far_split(*(np.concatenate(a) for a in zip(*axis_angles)), leg_pairs(body.joint_names))}
 
 
 def example_pck(model, variables):
@@ -96,7 +127,8 @@ def main():
         print(rows[-1], flush=True)
     rows.append({"case": "example", **example_pck(model, variables)})
     report("bench_standin_demo", rows, ["case", "examples", "max_yaw_deg", "pck@0.1", "pa_mpjpe", "root_deg_median",
-                                        "limb_deg", "rest_limb_deg", "median_error", "seconds"],
+                                        "limb_deg", "rest_limb_deg", "leg_deg", "rest_leg_deg", "leg_common_deg", "rest_leg_common_deg", "leg_difference_deg",
+                                        "rest_leg_difference_deg", "leg_difference_swapped_deg", "median_error", "seconds"],
            extra={"ckpt": args.ckpt})
 
 

@@ -13,6 +13,9 @@ Cases (each a full optimizer step: forward, backward, AdamW, on a synthetic batc
     torch_vith       AniMer's ViT-H/16 backbone in PyTorch, written from its state dict as the
                      inference benchmark does, a loss on its feature map, backward, torch AdamW;
                      without and with torch.utils.checkpoint per block
+    torch_animer     the same with AniMer's SMAL head and class-token head on top (its trained
+                     network; the vith rows' like for like, less SMAL skinning, the head
+                     encoder and fusion, which animax adds)
 Every row runs in its own process under `/usr/bin/time -v`, so `peak_rss_gib` is that case's
 alone. animax rows add the compiled step's memory analysis: arguments (the train state and
 the batch), outputs, the part of them aliased to donated arguments, and temporaries; their
@@ -166,19 +169,35 @@ def backbone_case(args, batch, remat="none", compile_only=False) -> dict:
     return row
 
 
-def torch_case(args, batch, checkpointing) -> dict:
-    """AniMer's ViT-H backbone forward + backward + AdamW in PyTorch (float32, CPU threads as set)."""
+def torch_case(args, batch, checkpointing, with_heads=False) -> dict:
+    """AniMer's ViT-H backbone forward + backward + AdamW in PyTorch (float32, CPU threads as set);
+    with_heads: AniMer's trained network, the SMAL head and the class-token head on top."""
     import torch
     import torch.nn.functional as F
     from torch.utils.checkpoint import checkpoint
 
     from configs import animal3d
-    from torch_reference import random_state, torch_block, torch_vit_shapes
+    from torch_reference import (random_state, torch_block, torch_class_head_shapes, torch_head, torch_head_shapes,
+                                 torch_vit_shapes)
 
     width, depth, heads, mlp = 1280, 32, 16, 5120
-    params = {k: v.requires_grad_() for k, v in random_state(torch_vit_shapes(width, depth, mlp, 192)).items()}
+    shapes = torch_vit_shapes(width, depth, mlp, 192)
+    if with_heads:   # AniMer's sizes (configs/animal3d.py): head 1024 wide, 6 layers; class head 4096 -> 256
+        shapes.update({f"smal_head.{k}": v for k, v in torch_head_shapes(1024, 6, 8, 64, 1024, width).items()})
+        shapes.update({f"class_head.{k}": v for k, v in torch_class_head_shapes(width, 4096, 256).items()})
+    state = random_state(shapes)
+    params = {k: v.requires_grad_() for k, v in state.items() if v.is_floating_point() and "running" not in k}
     optimizer = torch.optim.AdamW(params.values(), lr=1e-6, weight_decay=1e-4)
     images = torch.randn(batch, 3, 256, 192)
+
+    def class_head(x):
+        for i in (0, 3, 6):
+            x = F.linear(x, params[f"class_head.{i}.weight"])
+            n = i + 1
+            x = F.batch_norm(x, state[f"class_head.{n}.running_mean"], state[f"class_head.{n}.running_var"],
+                             params.get(f"class_head.{n}.weight"), params.get(f"class_head.{n}.bias"), training=True)
+            x = F.relu(x) if i != 6 else x
+        return x
 
     def step():
         x = F.conv2d(images, params["patch_embed.proj.weight"], params["patch_embed.proj.bias"], stride=16, padding=2)
@@ -191,6 +210,10 @@ def torch_case(args, batch, checkpointing) -> dict:
                 x = torch_block(params, f"blocks.{i}.", x, heads)
         x = F.layer_norm(x, (width,), params["last_norm.weight"], params["last_norm.bias"], 1e-6)
         loss = x.square().mean()
+        if with_heads:
+            feature_map = x[:, 1:].transpose(1, 2).reshape(batch, width, 16, 12)
+            smal = torch_head(params, feature_map, 6, 8, prefix="smal_head.")
+            loss = loss + sum(v.square().mean() for v in smal.values()) + class_head(x[:, 0]).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -203,14 +226,14 @@ def torch_case(args, batch, checkpointing) -> dict:
         times.append(time.perf_counter() - t0)
     step_s = sorted(times)[len(times) // 2]
     flops = 3 * backbone_flops(animal3d.get_config().model) * batch
-    return {"case": "torch_vith", "side": "pytorch", "batch": batch, "dtype": "float32",
+    return {"case": "torch_animer" if with_heads else "torch_vith", "side": "pytorch", "batch": batch, "dtype": "float32",
             "remat": "checkpoint" if checkpointing else "none", "step_s": step_s, "images_per_s": batch / step_s,
             "achieved_tflops": flops / step_s / 1e12}
 
 
 def worker(spec) -> dict:
-    if spec["case"] == "torch_vith":
-        return torch_case(spec["args"], spec["batch"], spec["checkpointing"])
+    if spec["case"] in ("torch_vith", "torch_animer"):
+        return torch_case(spec["args"], spec["batch"], spec["checkpointing"], spec["case"] == "torch_animer")
     if spec["case"] == "vith_backbone":
         return backbone_case(spec["args"], spec.get("batch") or spec["args"].vith_batch, spec.get("remat", "none"),
                              spec.get("compile_only", False))
@@ -241,7 +264,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["synthetic_tiny"],
                         choices=["synthetic_tiny", "synthetic_tiny_loop", "synthetic_tiny_loop_noprefetch", "vith",
-                                 "vith_backbone", "torch_vith"])
+                                 "vith_backbone", "torch_vith", "torch_animer"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per case (median reported)")
     parser.add_argument("--vith_batch", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="ViT-H compute dtype")
@@ -271,7 +294,7 @@ def main():
                               for b in args.memory_batches]
                     row["max_batch"] = max_batch(points, args.memory_gib)
                 rows.append(row)
-        elif name == "torch_vith":
+        elif name in ("torch_vith", "torch_animer"):
             for checkpointing in (False, True):
                 row = run_isolated({"case": name, "args": args, "batch": args.vith_batch, "checkpointing": checkpointing})
                 if args.memory_batches:    # PyTorch's peak is its process's RSS, measured at both batches

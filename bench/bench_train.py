@@ -195,7 +195,8 @@ def torch_case(args, batch, checkpointing, with_heads=False) -> dict:
             x = F.linear(x, params[f"class_head.{i}.weight"])
             n = i + 1
             x = F.batch_norm(x, state[f"class_head.{n}.running_mean"], state[f"class_head.{n}.running_var"],
-                             params.get(f"class_head.{n}.weight"), params.get(f"class_head.{n}.bias"), training=True)
+                             params.get(f"class_head.{n}.weight"), params.get(f"class_head.{n}.bias"),
+                             training=batch > 1)     # torch refuses batch statistics of one sample
             x = F.relu(x) if i != 6 else x
         return x
 

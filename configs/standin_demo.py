@@ -4,7 +4,9 @@
 
 What `infer.py` runs when no --ckpt is given (animax/assets/standin_demo). It knows one animal,
 the stand-in body model, seen in synthetic renders (animax/data/scenes.py); it has never seen
-a photograph. Only the changes from configs/synthetic_tiny.py are listed.
+a photograph. The shipped weights are this config's 8000 steps from scratch, fine-tuned
+further from its export (`--config.init.kind=animer --config.init.path=...`; the commands and
+curves are in docs/training.md). Only the changes from configs/synthetic_tiny.py are listed.
 """
 
 from configs import synthetic_tiny
@@ -17,6 +19,9 @@ def get_config():
     # The wide head of the overfitting probes (docs/training.md): width 192 carries pose, shape
     # and camera; six layers read the feature map six times.
     config.model.smal_head.update(dim=192, depth=6, heads=2, dim_head=32, mlp_dim=384)
+    # The query also reads the keypoints of the dense heatmap (on from synthetic_tiny); the
+    # shipped model was fine-tuned with it (docs/training.md, "Local evidence").
+    config.model.smal_head.keypoint_query = True
 
     # Side-on views, as a user photographs an animal (the bundled example is 19 degrees off):
     # within 45 degrees of facing left or right.

@@ -7,10 +7,11 @@ token under each true keypoint to light up.
 
 Why: the SMAL head regresses ~150 numbers from one query token, and every gradient it sends the
 backbone is a global one. A ViT trained from scratch on that signal learned the body's position,
-heading and scale (global properties of the silhouette) and left the limbs at the rest pose:
-nothing asked its tokens to say where a paw is (docs/training.md, "Local evidence"). The dense
-loss does, per token. It is off in AniMer's recipe (a pretrained ViTPose backbone already knows
-where keypoints are).
+heading and scale (global properties of the silhouette) and left the limbs at the rest pose;
+nothing asked its tokens where a paw is. The dense loss does, per token. The tokens do learn it
+(KL 2.33 -> 0.88 nats per keypoint), and with the query below the keypoints and PCK improve, but
+the limbs stay at the rest pose (docs/training.md, "Local evidence"). It is off in AniMer's
+recipe (a pretrained ViTPose backbone already knows where keypoints are).
 
 With `model.smal_head.keypoint_query` the keypoints it finds (`expected_keypoints`, a soft-argmax
 over the tokens) also enter the SMAL head's query, so the head regresses the pose from where

@@ -209,6 +209,20 @@ def np_block(p, x, heads):
     return x + dense(gelu(dense(layer_norm(x, p["norm2"], 1e-6), p["mlp"]["fc1"])), p["mlp"]["fc2"])
 
 
+def np_conv_stem(p, images):
+    """ViT.conv_stem in float64 NumPy: 3 x 3 stride-2 convolutions (zero padding 1) with exact GELU,
+    each output pixel summed over its nine taps, then the 1 x 1 projection."""
+    x = images
+    for i in range(len(p) - 1):
+        kernel, bias = p[f"conv_{i}"]["kernel"], p[f"conv_{i}"]["bias"]
+        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        h, w = (x.shape[1] + 1) // 2, (x.shape[2] + 1) // 2
+        x = bias + sum(padded[:, dy:dy + 2 * h:2, dx:dx + 2 * w:2] @ kernel[dy, dx]
+                       for dy in range(3) for dx in range(3))
+        x = gelu(x)
+    return x @ p["proj"]["kernel"][0, 0] + p["proj"]["bias"]
+
+
 def np_vit(p, images, heads, depth, patch=16, pad=2):
     """Whole backbone in float64 NumPy; the padded convolution as patches of the padded image."""
     img = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
@@ -216,6 +230,8 @@ def np_vit(p, images, heads, depth, patch=16, pad=2):
     h, w = (hp - patch) // patch + 1, (wp - patch) // patch + 1
     patches = img[:, :h * patch, :w * patch].reshape(b, h, patch, w, patch, c)
     x = np.einsum("bipjqc,pqcd->bijd", patches, p["patch_embed"]["proj"]["kernel"]) + p["patch_embed"]["proj"]["bias"]
+    if "conv_stem" in p:
+        x = x + np_conv_stem(p["conv_stem"], images)
     x = x.reshape(b, h * w, -1)
     x = x + p["pos_embed"][:, 1:] + p["pos_embed"][:, :1]
     x = np.concatenate([np.broadcast_to(p["cls_token"], (b, 1, x.shape[-1])), x], axis=1)

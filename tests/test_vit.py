@@ -181,3 +181,41 @@ def test_position_code_starts_each_token_at_its_grid_place():
     assert np.all(np.argmax(gram, axis=1) == np.arange(h * w))
     params = vit.Model("Ti/16", depth=1).init(jax.random.PRNGKey(0), jnp.zeros((1, 256, 192, 3)))["params"]
     np.testing.assert_array_equal(params["pos_embed"], code)
+
+
+STEM = (4, 8, 8, 16)  # four halvings: 64 x 48 -> 4 x 3, the patch embedding's grid
+
+
+def test_conv_stem_matches_numpy_float64():
+    model = vit.ViT(**TINY, conv_stem=STEM)
+    images = np.random.default_rng(4).normal(size=IMAGE_SHAPE).astype(np.float32)
+    params = random_params(model, images)   # the projection random too, not its zero start
+    out = model.apply({"params": params}, images)
+    ref = np_vit(f64(params), np.asarray(images, np.float64), TINY["num_heads"], TINY["depth"])
+    # The stem's steps (each 3 x 3 tap sum over its input channels, GELU; the projection) run
+    # beside the patch embedding and enter the sum.
+    stem_steps = [9 * c for c in (3, *STEM[:-1])] + [1] * len(STEM) + [STEM[-1], 1]
+    for key in ("feature_map", "cls_token"):
+        assert rel_err(out[key], ref[key]) < f32_tol(*VIT_STEPS, *stem_steps), key
+
+
+def test_conv_stem_starts_as_a_no_op_and_is_trained():
+    images = jnp.asarray(np.random.default_rng(5).normal(size=IMAGE_SHAPE), jnp.float32)
+    stemmed, plain = vit.ViT(**TINY, conv_stem=STEM), vit.ViT(**TINY)
+    params = stemmed.init(jax.random.key(0), images)["params"]
+    assert params["conv_stem"]["proj"]["kernel"].shape == (1, 1, 16, 64) and not params["conv_stem"]["proj"]["kernel"].any()
+    without = {k: v for k, v in params.items() if k != "conv_stem"}
+    np.testing.assert_array_equal(stemmed.apply({"params": params}, images)["feature_map"],
+                                  plain.apply({"params": without}, images)["feature_map"])
+
+    def loss(p):
+        return jnp.sum(stemmed.apply({"params": p}, images)["feature_map"] ** 2)
+
+    grads = jax.grad(loss)(params)["conv_stem"]
+    # The projection learns from the first step; the convolutions behind it once it is non-zero.
+    assert float(jnp.abs(grads["proj"]["kernel"]).max()) > 0 and not grads["conv_0"]["kernel"].any()
+
+
+def test_conv_stem_must_reach_the_token_grid():
+    with pytest.raises(ValueError, match="conv_stem: 3 halvings"):
+        vit.ViT(**TINY, conv_stem=(4, 8, 8)).init(jax.random.key(0), jnp.zeros(IMAGE_SHAPE))

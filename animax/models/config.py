@@ -18,6 +18,8 @@ def model_config() -> ml_collections.ConfigDict:
     model.remat = "none"            # recompute block activations in the backward pass (saves memory):
                                     # "none", "full" (only block inputs kept), "dots" (dense-layer
                                     # outputs kept); animax.models.vit.REMAT_POLICIES
+    model.conv_stem = ()            # widths of early 3x3 stride-2 convolutions added to the patch embedding,
+                                    # log2(16) = 4 of them; () = none (AniMer; models/vit.py ConvStem)
     model.keypoint_heatmap = False  # dense keypoint readout on the patch tokens: the `keypoint_heatmap` loss,
                                     # and the query's keypoints with smal_head.keypoint_query (from scratch;
                                     # models/keypoint_heatmap.py)

@@ -53,7 +53,8 @@ class Pipeline(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
         overrides = {k: cfg[k] for k in ("depth", "num_heads") if cfg.get(k)}
         self.backbone = vit.Model(cfg.variant, drop_path_rate=cfg.drop_path_rate, scan_blocks=cfg.scan_blocks,
-                                  remat=cfg.remat, dtype=dtype, **overrides)
+                                  remat=cfg.remat, conv_stem=tuple(cfg.get("conv_stem", ())),
+                                  dtype=dtype, **overrides)
         head = cfg.smal_head
         self.smal_head = SMALHead(num_joints=self.body_model.num_joints, ief_iters=head.ief_iters,
                                   dim=head.dim, depth=head.depth, heads=head.heads, dim_head=head.dim_head,

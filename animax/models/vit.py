@@ -10,6 +10,9 @@ turns into a 16 x 12 token grid (`pos_embed` is sized for the grid of the images
     cls_token     [B, width]          token 0 after `last_norm`
     patch_tokens  [B, 192, width]     the same patch tokens, flattened
 
+With `conv_stem` widths, a `ConvStem` of early convolutions adds its features to the patch
+embedding (from-scratch configs; off in AniMer's).
+
 Parameters are float32; `dtype` is the compute dtype of the matmuls. LayerNorm, softmax
 and the residual stream stay float32, so bfloat16 compute loses little accuracy.
 
@@ -161,6 +164,33 @@ class PatchEmbed(nn.Module):
                        dtype=self.dtype, name="proj")(images)
 
 
+class ConvStem(nn.Module):
+    """Early convolutions beside the patch embedding (animax's; not AniMer). [B, H, W, 3] -> [B, h, w, width].
+
+    One 3 x 3 stride-2 convolution and exact GELU per entry of `widths`, then a 1 x 1 projection
+    to the token width, which starts at zero: added to the patch embedding, a stem put into a
+    trained model leaves its outputs unchanged until training moves the projection.
+
+    Why: a 16 x 16 patch embedding is one linear map of each patch's 768 pixels to the token width,
+    and a small ViT trained from scratch reads sub-patch detail (a leg is one or two patches wide)
+    poorly. Stacked small convolutions see across patch borders and build detail nonlinearly
+    (Xiao et al. 2021, "Early convolutions help transformers see better").
+    """
+
+    width: int
+    widths: tuple
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images):
+        x = images
+        for i, features in enumerate(self.widths):
+            x = nn.Conv(features, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                        name=f"conv_{i}")(x)
+            x = nn.gelu(x, approximate=False)
+        return nn.Conv(self.width, (1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype, name="proj")(x)
+
+
 # Activation recomputation in the backward pass, per ViT block (config.model.remat):
 #   none  keep every activation
 #   full  keep only each block's input; recompute everything inside it
@@ -190,11 +220,18 @@ class ViT(nn.Module):
     drop_path_rate: float = 0.0
     scan_blocks: bool = False
     remat: bool | str = False       # REMAT_POLICIES key; True = "full", False = "none"
+    conv_stem: tuple = ()           # ConvStem widths, one per halving; () = none (AniMer)
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, images, train=False):
         x = PatchEmbed(self.width, self.patch_size, self.patch_padding, self.dtype, name="patch_embed")(images)
+        if self.conv_stem:
+            stem = ConvStem(self.width, tuple(self.conv_stem), self.dtype, name="conv_stem")(images)
+            if stem.shape != x.shape:
+                raise ValueError(f"conv_stem: {len(self.conv_stem)} halvings give a {stem.shape[1:3]} grid, the "
+                                 f"patch embedding {x.shape[1:3]}; use log2(patch_size) = {self.patch_size.bit_length() - 1}")
+            x = x + stem
         b, h, w, c = x.shape
         x = x.reshape(b, h * w, c)
         start = sincos_pos_embed(h, w, c)

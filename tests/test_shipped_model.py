@@ -18,7 +18,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "standin_quadruped.
 # Share of the example's visible keypoints within PCK@0.1 (a tenth of sqrt(mask area)) that the
 # shipped model must reach: what it measured (bench/bench_standin_demo.py, docs/training.md)
 # less two keypoints of margin for another CPU's float32 rounding.
-MIN_EXAMPLE_PCK = 0.76     # measured 0.846 (22 of 26), bench_standin_demo.py
+MIN_EXAMPLE_PCK = 0.80     # measured 0.885 (23 of 26), bench_standin_demo.py; 21 of 26 pass
 
 
 def test_the_shipped_model_is_committed_and_is_the_default():

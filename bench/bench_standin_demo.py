@@ -8,7 +8,7 @@ Rows:
                      range is data.max_yaw_degrees of side-on; this row shows the rest)
     example          examples/standin_quadruped.png through infer.py's path (whole picture as
                      the box), against the true keypoints `examples/make_example.py` knows; the
-                     pck_true_* columns put the true local rotations of one part in
+                     pck_true_* columns put one part's truth in (tail, legs, joints, shape)
 
     python bench/bench_standin_demo.py                      # the shipped model
     python bench/bench_standin_demo.py --ckpt runs/standin_demo/export
@@ -34,12 +34,11 @@ from animax.inference.predictor import Predictor  # noqa: E402
 from animax.saved_model import read_config  # noqa: E402
 from animax.smal import smal_forward  # noqa: E402
 from animax.smal.constants import KEYPOINT_NAMES  # noqa: E402
-from animax.smal.standin import walking_pose  # noqa: E402
 from animax.train import metrics  # noqa: E402
 from animax.train.losses import gt_rotations  # noqa: E402
 from animax.train.synthetic import SyntheticQuadrupeds  # noqa: E402
 from common import report  # noqa: E402
-from examples.make_example import keypoint_errors  # noqa: E402
+from examples.make_example import example_scene, keypoint_errors  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "standin_quadruped.png"
 
@@ -131,31 +130,37 @@ def heldout(model, variables, count, seed, split, max_yaw, batch=32):
 
 def example_pck(model, variables):
     """PCK@0.1 of the bundled example through infer.py's path (the PNG, the whole picture as box),
-    and what holds it back: the same with the predicted local rotations of one part (the tail, the
-    legs, every joint but the root) replaced by the example's true walk, all else as predicted."""
+    and what holds it back: the same with one predicted part replaced by the example's truth, all
+    else as predicted: the local rotations of the tail, of the legs, of every joint but the root,
+    or the shape (betas)."""
     body = variables["smal"]["model"]
     result = Predictor(model, variables, batch_size=1).predict(load_image(EXAMPLE))[0]
+    truth = example_scene(body)
+    true_pose = axis_angle_to_rotmat(truth.pose, xp=np)
     to_picture = crop_transform(result["box_center"], result["box_size"])
-    walk = axis_angle_to_rotmat(walking_pose(body.num_joints).astype(np.float64), xp=np)
 
-    def keypoints_with_true(joints):
-        pose = np.asarray(result["pose"]).copy()
-        pose[joints] = walk[joints]
-        crop = project_to_crop(smal_forward(body, jnp.asarray(result["betas"])[None], jnp.asarray(pose)[None])
-                               ["keypoints_3d"], jnp.asarray(result["cam_t"])[None])[0]
+    def keypoints(betas, pose):
+        crop = project_to_crop(smal_forward(body, jnp.asarray(betas)[None], jnp.asarray(pose)[None])["keypoints_3d"],
+                               jnp.asarray(result["cam_t"])[None])[0]
         return apply_affine(to_picture, (np.asarray(crop, np.float64) + 0.5) * CROP_SIZE)
 
-    def pck(keypoints):
-        errors = keypoint_errors(keypoints, body)
-        return errors[~np.isnan(errors)], float(np.mean(errors[~np.isnan(errors)] < 0.1))
+    def with_true_joints(joints):
+        pose = np.asarray(result["pose"]).copy()
+        pose[joints] = true_pose[joints]
+        return keypoints(result["betas"], pose)
 
-    errors, value = pck(result["keypoints2d"])
+    def visible_errors(points):
+        errors = keypoint_errors(points, body)
+        return errors[~np.isnan(errors)]
+
     names = [n.lower() for n in body.joint_names]
-    parts = {"tail": [i for i, n in enumerate(names) if "tail" in n],
-             "legs": [i for i, n in enumerate(names) if "leg" in n or "foot" in n],
-             "joints": list(range(1, body.num_joints))}
-    return {"examples": 1, "pck@0.1": value, "median_error": float(np.median(errors)),
-            **{f"pck_true_{part}": pck(keypoints_with_true(joints))[1] for part, joints in parts.items()}}
+    variants = {"tail": with_true_joints([i for i, n in enumerate(names) if "tail" in n]),
+                "legs": with_true_joints([i for i, n in enumerate(names) if "leg" in n or "foot" in n]),
+                "joints": with_true_joints(list(range(1, body.num_joints))),
+                "shape": keypoints(truth.betas, result["pose"])}
+    errors = visible_errors(result["keypoints2d"])
+    return {"examples": 1, "pck@0.1": float(np.mean(errors < 0.1)), "median_error": float(np.median(errors)),
+            **{f"pck_true_{part}": float(np.mean(visible_errors(points) < 0.1)) for part, points in variants.items()}}
 
 
 def main():
@@ -179,7 +184,7 @@ def main():
                                         "pck_legs_at_rest", "root_deg_median",
                                         "limb_deg", "rest_limb_deg", "leg_deg", "rest_leg_deg", "leg_common_deg", "rest_leg_common_deg", "leg_difference_deg",
                                         "rest_leg_difference_deg", "leg_difference_swapped_deg", "median_error", "pck_true_tail",
-                                        "pck_true_legs", "pck_true_joints", "seconds"],
+                                        "pck_true_legs", "pck_true_joints", "pck_true_shape", "seconds"],
            extra={"ckpt": args.ckpt})
 
 

@@ -7,7 +7,8 @@ the stand-in body model, seen in synthetic renders (animax/data/scenes.py); it h
 a photograph. The shipped weights are this config's 8000 steps from scratch (with the 2D
 keypoint weight of synthetic_tiny, 0.1), fine-tuned further from its export
 (`--config.init.kind=animer --config.init.path=...`), last with 9500 steps of this config as it
-stands: held-out PCK@0.1 0.812. The commands and curves are in docs/training.md. Only the changes from configs/synthetic_tiny.py are listed.
+stands at AdamW 1e-4, then 3e-5: held-out PCK@0.1 0.812. The commands and curves are in
+docs/training.md. Only the changes from configs/synthetic_tiny.py are listed.
 """
 
 from configs import synthetic_tiny

@@ -26,11 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from animax.geometry import CROP_SIZE, axis_angle_to_rotmat, project_to_crop, rotmat_to_axis_angle  # noqa: E402
-from animax.image.crop import apply_affine, crop_transform  # noqa: E402
+from animax.geometry import axis_angle_to_rotmat, project_to_crop, rotmat_to_axis_angle  # noqa: E402
 from animax.image.io import load_image  # noqa: E402
 from animax.inference.loading import SHIPPED_MODEL, load_model_or_random  # noqa: E402
-from animax.inference.predictor import Predictor  # noqa: E402
+from animax.inference.predictor import Predictor, crop_keypoints_to_image  # noqa: E402
 from animax.saved_model import read_config  # noqa: E402
 from animax.smal import smal_forward  # noqa: E402
 from animax.smal.constants import KEYPOINT_NAMES  # noqa: E402
@@ -73,13 +72,22 @@ def near_far_split(pred, truth, pairs):
             "leg_difference_swapped_deg": size(-pd - td)}
 
 
+def leg_joints(joint_names):
+    """Indices of the leg joints (LLeg1 ... RFootBack)."""
+    return [i for i, n in enumerate(joint_names) if "leg" in n.lower() or "foot" in n.lower()]
+
+
+def crop_keypoints(body, betas, pose, cam_t):
+    """keypoints_2d [B, K, 2] (crop-normalised) of SMAL parameters [B, ...] seen by cam_t [B, 3]."""
+    return project_to_crop(smal_forward(body, betas, pose)["keypoints_3d"], cam_t)
+
+
 LEG_KEYPOINTS = np.array([i for i, name in enumerate(KEYPOINT_NAMES) if "paw" in name or "knee" in name])
 
 
 def legs_at_rest(body, out, legs):
     """keypoints_2d [B, K, 2] of the prediction `out` with its leg joints put back at the rest pose."""
-    pose = out["pose"].at[:, legs].set(jnp.eye(3))
-    return project_to_crop(smal_forward(body, out["betas"], pose)["keypoints_3d"], out["cam_t"])
+    return crop_keypoints(body, out["betas"], out["pose"].at[:, legs].set(jnp.eye(3)), out["cam_t"])
 
 
 def heldout(model, variables, count, seed, split, max_yaw, batch=32):
@@ -92,7 +100,7 @@ def heldout(model, variables, count, seed, split, max_yaw, batch=32):
     predicted). The predicted legs use the picture only if the first beats the second.
     """
     body = variables["smal"]["model"]
-    legs = np.array([i for i, name in enumerate(body.joint_names) if "leg" in name.lower() or "foot" in name.lower()])
+    legs = np.array(leg_joints(body.joint_names))
     source = SyntheticQuadrupeds(body, batch, seed=seed, split=split, num_batches=-(-count // batch),
                                  max_yaw=max_yaw)
 
@@ -137,12 +145,10 @@ def example_pck(model, variables):
     result = Predictor(model, variables, batch_size=1).predict(load_image(EXAMPLE))[0]
     truth = example_scene(body)
     true_pose = axis_angle_to_rotmat(truth.pose, xp=np)
-    to_picture = crop_transform(result["box_center"], result["box_size"])
 
     def keypoints(betas, pose):
-        crop = project_to_crop(smal_forward(body, jnp.asarray(betas)[None], jnp.asarray(pose)[None])["keypoints_3d"],
-                               jnp.asarray(result["cam_t"])[None])[0]
-        return apply_affine(to_picture, (np.asarray(crop, np.float64) + 0.5) * CROP_SIZE)
+        crop = crop_keypoints(body, jnp.asarray(betas)[None], jnp.asarray(pose)[None], jnp.asarray(result["cam_t"])[None])
+        return crop_keypoints_to_image(crop[0], result["box_center"], result["box_size"])
 
     def with_true_joints(joints):
         pose = np.asarray(result["pose"]).copy()
@@ -153,9 +159,8 @@ def example_pck(model, variables):
         errors = keypoint_errors(points, body)
         return errors[~np.isnan(errors)]
 
-    names = [n.lower() for n in body.joint_names]
-    variants = {"tail": with_true_joints([i for i, n in enumerate(names) if "tail" in n]),
-                "legs": with_true_joints([i for i, n in enumerate(names) if "leg" in n or "foot" in n]),
+    variants = {"tail": with_true_joints([i for i, n in enumerate(body.joint_names) if "tail" in n.lower()]),
+                "legs": with_true_joints(leg_joints(body.joint_names)),
                 "joints": with_true_joints(list(range(1, body.num_joints))),
                 "shape": keypoints(truth.betas, result["pose"])}
     errors = visible_errors(result["keypoints2d"])

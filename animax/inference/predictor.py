@@ -140,10 +140,15 @@ def _forward(model, variables, images, centers, sizes, image_sizes):
     return kept
 
 
+def crop_keypoints_to_image(keypoints_crop, center, size) -> np.ndarray:
+    """Crop-normalised keypoints [K, 2] of the crop at (center, size) -> image pixels, float64."""
+    crop_pixels = (np.asarray(keypoints_crop, np.float64) + 0.5) * CROP_SIZE
+    return apply_affine(crop_transform(center, size), crop_pixels)
+
+
 def _to_image(animal: Animal, result: dict) -> dict:
     """Adds the box and maps the crop keypoints back through the crop transform to image pixels."""
-    crop_pixels = (result["keypoints2d_crop"].astype(np.float64) + 0.5) * CROP_SIZE
-    keypoints = apply_affine(crop_transform(animal.center, animal.size), crop_pixels)
+    keypoints = crop_keypoints_to_image(result["keypoints2d_crop"], animal.center, animal.size)
     return {**result, "keypoints2d": keypoints.astype(np.float32), "box": animal.box.astype(np.float32),
             "box_center": animal.center.astype(np.float32), "box_size": np.float32(animal.size),
             "image_size": np.array(animal.image_size, np.float32)}

@@ -1,6 +1,6 @@
 """Train, evaluate or export an animax model (`animax-train`).
 
-    python train.py --config configs/synthetic_tiny.py --workdir runs/tiny
+    python train.py --config configs/standin.py:tiny --workdir runs/tiny
 
 The command lives in animax/cli/train.py (`--help` for everything)."""
 

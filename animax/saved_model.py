@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from animax.files import AtomicFolder
 from animax.models import abstract_variables, build_model, vit
 from animax.models.discriminator import COLLECTION as DISCRIMINATOR, init_discriminator
 from animax.models.pipeline import Pipeline
@@ -35,11 +36,8 @@ STATE_DIR = "state"
 
 
 def save_model(path, config: ml_collections.ConfigDict, variables, info: dict | None = None) -> None:
-    """Writes params and batch_stats with the config, atomically (temp dir, then rename)."""
-    path = Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    """Writes params and batch_stats with the config, atomically (`animax.files.AtomicFolder`)."""
+    with AtomicFolder(Path(path).absolute()) as tmp:
         state = {k: variables[k] for k in ("params", "batch_stats", DISCRIMINATOR) if k in variables}
         backbone = state["params"].get("backbone", {})
         if "blocks" in backbone:
@@ -49,12 +47,6 @@ def save_model(path, config: ml_collections.ConfigDict, variables, info: dict | 
             checkpointer.save(tmp / STATE_DIR, args=ocp.args.StandardSave(state))
         (tmp / CONFIG_FILE).write_text(json.dumps({"config": config.to_dict(), "info": info or {}}, indent=2,
                                                   default=_json_default))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _json_default(value):

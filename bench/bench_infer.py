@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
 
 from animax.convert.animer import to_torch_state_dict  # noqa: E402
-from animax.inference.loading import load_config  # noqa: E402
+from animax.loading import load_config  # noqa: E402
 from animax.models import build_model, init_variables  # noqa: E402
 from common import backbone_flops, report, time_call  # noqa: E402
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from animax.inference.inputs import expand_inputs, plan_jobs
-from animax.inference.loading import load_model_or_random
-from animax.inference.predictor import Predictor, prepare
-from animax.inference.runner import run_inference
+from animax.predict.inputs import expand_inputs, plan_jobs
+from animax.loading import load_model_or_random
+from animax.predict.predictor import Predictor, prepare
+from animax.predict.run import ImageRunOptions, run_inference
 from common import report, time_call
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,10 +54,9 @@ def main():
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
 
-    model, variables, info = load_model_or_random(config=args.config)
-    predictor = Predictor(model, variables, args.batch_size)
+    loaded = load_model_or_random(config=args.config)
+    predictor = Predictor(loaded.model, loaded.variables, args.batch_size)
     compile_s = predictor.compile()
-    faces = variables["smal"]["model"].faces
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
@@ -74,8 +73,9 @@ def main():
         overheads = {}
         for k, (label, outputs, one_file) in enumerate(VARIANTS):
             def run(out, jobs):
-                return run_inference(predictor, jobs, out, faces, info, workers=args.workers, progress=False,
-                                     outputs=outputs, arrays_file=out.with_suffix(".npz") if one_file else None)
+                options = ImageRunOptions(out, outputs, out.with_suffix(".npz") if one_file else None,
+                                          args.workers, progress=False)
+                return run_inference(predictor, jobs, loaded.info, options)
 
             run(Path(tmp) / f"warmup{k}", jobs[: args.batch_size])
             start = time.perf_counter()

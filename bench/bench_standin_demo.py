@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from animax.geometry import axis_angle_to_rotmat, project_to_crop, rotmat_to_axis_angle  # noqa: E402
 from animax.image.io import load_image  # noqa: E402
-from animax.inference.loading import SHIPPED_MODEL, load_model_or_random  # noqa: E402
-from animax.inference.predictor import Predictor, crop_keypoints_to_image  # noqa: E402
+from animax.loading import SHIPPED_MODEL, load_model_or_random  # noqa: E402
+from animax.predict.predictor import Predictor, crop_keypoints_to_image  # noqa: E402
 from animax.saved_model import read_config  # noqa: E402
 from animax.smal import smal_forward  # noqa: E402
 from animax.smal.constants import KEYPOINT_NAMES  # noqa: E402
@@ -173,7 +173,8 @@ def main():
     parser.add_argument("--ckpt", default=str(SHIPPED_MODEL), help="model folder (default: the shipped one)")
     parser.add_argument("--examples", type=int, default=256)
     args = parser.parse_args()
-    model, variables, _ = load_model_or_random(ckpt=args.ckpt)
+    loaded = load_model_or_random(ckpt=args.ckpt)
+    model, variables = loaded.model, loaded.variables
     config, _ = read_config(args.ckpt)
     seed, trained_yaw = config.seed, np.radians(config.data.get("max_yaw_degrees", 180.0))
     rows = []

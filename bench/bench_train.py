@@ -1,7 +1,7 @@
 """Training steps side by side with PyTorch: step time, images/s, FLOP/s and peak memory.
 
 Cases (each a full optimizer step: forward, backward, AdamW, on a synthetic batch):
-    synthetic_tiny   configs/synthetic_tiny.py as is (batch 8), one batch over and over
+    synthetic_tiny   configs/standin.py:tiny as is (batch 8), one batch over and over
     synthetic_tiny_loop, synthetic_tiny_loop_noprefetch
                      the same, but every step takes a new batch from the training source, as
                      train.py does: with batches made ahead on a thread (data.prefetch 2) and without
@@ -51,10 +51,10 @@ GIB = 2.0**30
 
 
 def case_config(name, args, batch=None, remat="none"):
-    from configs import animal3d, synthetic_tiny
+    from configs import animal3d, standin
 
     if name.startswith("synthetic_tiny"):
-        config = synthetic_tiny.get_config()
+        config = standin.get_config("tiny")
         if name.endswith("noprefetch"):
             config.data.prefetch = 0
         return config

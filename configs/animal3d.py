@@ -2,19 +2,23 @@
 
     python train.py --config configs/animal3d.py --workdir runs/animal3d [--config.key=value ...]
 
-The other training configs (synthetic_tiny.py, horse10_finetune.py) start from this one and
-change a few fields. Model knobs: animax/models/config.py (via configs/animer_vith.py).
+The other training configs (animer_stage1.py, horse10_finetune.py, standin.py) are this one
+plus a list of changes. Model knobs and their defaults: animax/models/config.py.
 """
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from configs import animer_vith
+from animax.models.config import model_config
 
 
 def get_config():
-    config = animer_vith.get_config()   # config.model (ViT-H/16 AniMer + seed heads), config.smal
+    config = ml_collections.ConfigDict()
     config.name = "animal3d"
+    config.model = model_config()       # ViT-H/16 AniMer + the seed's head branch and fusion
+    config.smal = placeholder(str)      # SMAL .pkl/.npz path; unset = the built-in stand-in quadruped;
+                                        # comma-separated paths ('standin' = the built-in): several meshes
+                                        # in one batch (animax/smal/bank.py)
     config.model.scan_blocks = True     # training compiles one ViT block (forward + backward) instead of 32
     config.seed = 0                     # parameter init, LoRA init, drop-path and data order
 

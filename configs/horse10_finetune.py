@@ -12,7 +12,8 @@ Horse-10 has no 3D keypoints and no SMAL parameters, so the 2D keypoints drive t
 the priors (set their paths) and the seed's regularisers keep shape and pose plausible.
 """
 
-from configs import animal3d, tiny
+from animax.models.config import tiny_model_config
+from configs import animal3d
 
 
 def get_config(variant: str = ""):
@@ -47,7 +48,7 @@ def get_config(variant: str = ""):
 
     if variant == "tiny":
         config.name = "horse10_finetune_tiny"
-        config.model = tiny.get_config().model
+        config.model = tiny_model_config()
         config.batch_size = 4
         config.eval_batch_size = 8
         config.data.eval_examples = 16

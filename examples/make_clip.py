@@ -16,7 +16,7 @@ import numpy as np
 
 from animax.data import scenes
 from animax.geometry import full_image_focal_length
-from animax.inference.frames import VideoWriter
+from animax.track.frames import VideoWriter
 from animax.smal import load_smal
 from animax.smal.standin import walking_pose
 

@@ -9,7 +9,7 @@ from animax.data import AugmentConfig, make_loader, open_source
 from animax.data.build import build
 from animax.data.mixture import MixtureSource
 from animax.image.io import load_image
-from animax.inference.predictor import prepare
+from animax.predict.predictor import prepare
 from nn_reference import U
 from test_data_fixtures import write_animal3d, write_coco
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import infer
-from animax.inference import inputs
-from animax.inference.detections import BoxesFileError, FractionalBox, in_pixels
+from animax.predict import inputs
+from animax.predict.detections import BoxesFileError, FractionalBox, in_pixels
 
 
 def megadetector_file(path, images):
@@ -71,7 +71,7 @@ def test_relative_detector_paths_find_their_images(tmp_path):
     """MegaDetector names files relative to the folder it ran on; two images share a name."""
     table = inputs.read_boxes(camera_trap(tmp_path))
     paths = [tmp_path / "site1" / "a.jpg", tmp_path / "site2" / "a.jpg", tmp_path / "site2" / "b.jpg"]
-    jobs, failures = inputs.plan_jobs(paths, table, boxes_file="md.json")
+    jobs, failures = inputs.plan_jobs(paths, inputs.BoxSource("md.json", table))
     assert [(job.path, job.num_animals) for job in jobs] == [(paths[0], 2), (paths[1], 1)]
     assert failures == [f"{paths[2]}: not listed in md.json"]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from animax.inference.frames import SequenceError, VideoWriter, natural_key, open_sequence
+from animax.track.frames import SequenceError, VideoWriter, natural_key, open_sequence
 
 FRAMES, WIDTH, HEIGHT = 9, 161, 120          # an odd width: padded by one pixel for 4:2:0
 

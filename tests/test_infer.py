@@ -2,7 +2,7 @@
 awkward formats and broken files; and its parts: box files, preprocessing against OpenCV,
 the rasteriser and the overlay.
 
-The model is initialised once (animax.inference.loading caches it) and each CLI run or
+The model is initialised once (animax.loading caches it) and each CLI run or
 Predictor compiles once, so the CLI runs in-process except for one subprocess check.
 """
 
@@ -22,12 +22,13 @@ from PIL import Image
 
 import infer
 from animax.image import raster
-from animax.inference import export, inputs, overlay
-from animax.inference.loading import random_model
-from animax.inference.predictor import Predictor
+from animax.predict import export, inputs
+from animax.viz import overlay
+from animax.loading import random_model
+from animax.predict.predictor import Predictor
 from animax.image.crop import IMAGE_MEAN, IMAGE_STD
 from animax.image.io import load_image
-from animax.inference.predictor import prepare
+from animax.predict.predictor import prepare
 from animax.smal import load_smal, save_smal
 from animax.smal.io import smal_model_from_arrays
 from configs import tiny
@@ -285,11 +286,11 @@ def test_boxes_file_layouts_and_job_planning(tmp_path):
     path.write_text(json.dumps({"format": "xywh", "boxes": {"x/a.jpg": [[1, 2, 3, 4]]}}))
     assert inputs.read_boxes(path) == {"x/a.jpg": [(1, 2, 4, 6)]}
     paths = [Path("x/a.jpg"), Path("y/a.png"), Path("c.jpg")]
-    jobs, failures = inputs.plan_jobs(paths, {"x/a.jpg": [(0, 0, 5, 5), (1, 1, 4, 4)], "a.png": []}, boxes_file="b.json")
+    jobs, failures = inputs.plan_jobs(paths, inputs.BoxSource("b.json", {"x/a.jpg": [(0, 0, 5, 5), (1, 1, 4, 4)], "a.png": []}))
     assert [(j.name, j.num_animals) for j in jobs] == [("a", 2), ("a-2", 0)]
     assert [jobs[0].folder_name(k) for k in (0, 1)] == ["a_0", "a_1"]
     assert failures == ["c.jpg: not listed in b.json"]
-    jobs, _ = inputs.plan_jobs(paths[:1], bbox=(0, 0, 5, 5))
+    jobs, _ = inputs.plan_jobs(paths[:1], inputs.BoxSource.one_box((0, 0, 5, 5)))
     assert jobs[0].boxes == ((0, 0, 5, 5),) and jobs[0].folder_name(0) == "a"
     assert inputs.box_problem((0, 0, 5, 5), 10, 10) is None
     assert inputs.box_problem((-5, -5, 2, 2), 10, 10) is None       # sticks out, still overlaps
@@ -414,7 +415,7 @@ def test_overlay_shows_mesh_where_vertices_project():
 def test_without_ckpt_the_shipped_model_is_the_default(tmp_path, monkeypatch):
     """No --ckpt: the model folder at SHIPPED_MODEL when there is one, random weights when asked
     for (random_weights, or a config file), or when none is shipped."""
-    from animax.inference import loading
+    from animax import loading
     from animax.saved_model import save_model
 
     model, variables = random_model(None)
@@ -423,16 +424,18 @@ def test_without_ckpt_the_shipped_model_is_the_default(tmp_path, monkeypatch):
     save_model(tmp_path / "shipped", config, shipped)
     monkeypatch.setattr(loading, "SHIPPED_MODEL", tmp_path / "shipped")
 
-    _, loaded, info = loading.load_model_or_random()
+    from_shipped = loading.load_model_or_random()
+    loaded, info = from_shipped.variables, from_shipped.info
     assert info["weights"] == loading.SHIPPED_MODEL_NAME and info["checkpoint"] is None
     path, leaf = next(iter(jax.tree_util.tree_leaves_with_path(loaded["params"])))
     np.testing.assert_array_equal(leaf, jax.tree_util.tree_leaves(shipped["params"])[0], err_msg=str(path))
     for kwargs in ({"random_weights": True}, {"config": "configs/tiny.py"}):
         assert loading.uses_random_weights(**kwargs)
-        _, random_variables, info = loading.load_model_or_random(**kwargs)
+        random = loading.load_model_or_random(**kwargs)
+        random_variables, info = random.variables, random.info
         assert info["weights"].startswith("random"), kwargs
     monkeypatch.setattr(loading, "SHIPPED_MODEL", tmp_path / "absent")
-    assert loading.uses_random_weights() and loading.load_model_or_random()[2]["weights"].startswith("random")
+    assert loading.uses_random_weights() and loading.load_model_or_random().info["weights"].startswith("random")
 
 
 def test_outputs_chooses_the_files_and_skips_the_overlay(tmp_path):

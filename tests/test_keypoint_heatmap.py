@@ -7,7 +7,7 @@ import numpy as np
 from animax.models import build_model
 from animax.models.keypoint_heatmap import expected_keypoints, token_centres
 from animax.train import losses
-from configs import synthetic_tiny
+from configs import standin
 from nn_reference import f32_tol
 
 
@@ -77,7 +77,7 @@ def test_loss_is_zero_when_the_logits_are_the_target():
 
 
 def _model(heatmap: bool):
-    config = synthetic_tiny.get_config()
+    config = standin.get_config("tiny")
     config.model.keypoint_heatmap = heatmap
     return build_model(config), config
 

@@ -12,10 +12,11 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import json, sys
 import jax, numpy as np
-from animax.inference.loading import load_model_or_random
-from animax.inference.predictor import Predictor, prepare
+from animax.loading import load_model_or_random
+from animax.predict.predictor import Predictor, prepare
 assert len(jax.local_devices()) == 8
-model, variables, _ = load_model_or_random(random_weights=True)
+loaded = load_model_or_random(random_weights=True)
+model, variables = loaded.model, loaded.variables
 rng = np.random.default_rng(0)
 images = [rng.integers(0, 256, (120 + 8 * k, 160, 3), dtype=np.uint8) for k in range(5)]
 boxes = [(5.0, 10.0, 150.0, 100.0 + k) for k in range(5)]

@@ -87,7 +87,7 @@ def test_the_examples_training_crop_is_what_inference_crops(body):
     the committed PNG: the whole-picture box of a 640 x 480 photo reaches 80 px past its top and
     bottom, where the crop has its zero border, and the training crop must show the same."""
     from animax.image.io import load_image
-    from animax.inference.predictor import prepare, whole_image_box
+    from animax.predict.predictor import prepare, whole_image_box
 
     rendered = scenes.render_crop(example_scene(body), body)["image"]
     photo = load_image(EXAMPLES / "standin_quadruped.png")

@@ -15,10 +15,11 @@ import trimesh
 
 import infer
 from animax.geometry import axis_angle_to_rotmat, full_image_focal_length
-from animax.inference.frames import VideoWriter, open_sequence
-from animax.inference.loading import load_model_or_random
-from animax.inference.predictor import Predictor
-from animax.inference.sequence import TrackResult, jitter, smooth, track_sequence
+from animax.track.frames import VideoWriter, open_sequence
+from animax.loading import load_model_or_random
+from animax.predict.predictor import Predictor
+from animax.track.sequence import TrackResult, track_sequence
+from animax.track.smoothing import jitter, smooth_track
 from animax.smal import load_smal
 from animax.smal.constants import KEYPOINT_NAMES
 from examples.make_clip import FPS, TWO_WALKERS, render_clip
@@ -42,7 +43,8 @@ def crossing():
 
 @pytest.fixture(scope="module")
 def shipped():
-    model, variables, info = load_model_or_random()
+    loaded = load_model_or_random()
+    model, variables, info = loaded.model, loaded.variables, loaded.info
     return model, variables, info
 
 
@@ -74,7 +76,7 @@ def test_top_down_tracking_follows_the_walker_and_smoothing_lowers_jitter(walk, 
     raw = tracks[0]
     assert raw.frames.tolist() == list(range(len(frames)))
     assert pck(raw, truth[0]) >= MIN_PCK_TOP_DOWN
-    smoothed = smooth(raw, variables["smal"]["model"])
+    smoothed = smooth_track(raw, variables["smal"]["model"])
     truth_jitter = jitter(truth[0]["keypoints_2d"][..., :2])
     # measured: raw 10.1, smoothed 1.17, the true motion 1.15 pixels per frame squared
     assert jitter(smoothed.arrays["keypoints2d"]) < 0.5 * jitter(raw.arrays["keypoints2d"])
@@ -125,7 +127,7 @@ def test_the_true_parameters_through_the_export_path_give_the_true_keypoints(wal
               "focal_length": np.full(t, full_image_focal_length(np.array([width, height])), np.float32),
               "keypoints2d": np.zeros((t, 26, 2), np.float32), "keypoints3d": np.zeros((t, 26, 3), np.float32),
               "joints": np.zeros((t, body.num_joints, 3), np.float32)}
-    track = smooth(TrackResult(0, np.arange(t), arrays, (width, height)), body, sigma_frames=0.0)
+    track = smooth_track(TrackResult(0, np.arange(t), arrays, (width, height)), body, sigma_frames=0.0)
     error = np.abs(track.arrays["keypoints2d"] - truth[0]["keypoints_2d"][..., :2]).max()
     assert error < 0.01, error
 

@@ -10,8 +10,8 @@ import numpy as np
 
 import infer
 from animax.image.io import load_image
-from animax.inference.loading import SHIPPED_MODEL, SHIPPED_MODEL_NAME, load_model_or_random
-from animax.inference.predictor import Predictor
+from animax.loading import SHIPPED_MODEL, SHIPPED_MODEL_NAME, load_model_or_random
+from animax.predict.predictor import Predictor
 from examples.make_example import keypoint_errors
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "standin_quadruped.png"
@@ -23,12 +23,13 @@ MIN_EXAMPLE_PCK = 0.80     # measured 0.885 (23 of 26), bench_standin_demo.py; 2
 
 def test_the_shipped_model_is_committed_and_is_the_default():
     assert (SHIPPED_MODEL / "config.json").is_file()
-    _, _, info = load_model_or_random()
+    info = load_model_or_random().info
     assert info["weights"] == SHIPPED_MODEL_NAME and info["config"] == "standin_demo"
 
 
 def test_the_shipped_model_finds_the_example_keypoints():
-    model, variables, _ = load_model_or_random()
+    loaded = load_model_or_random()
+    model, variables = loaded.model, loaded.variables
     result = Predictor(model, variables, batch_size=1).predict(load_image(EXAMPLE))[0]
     errors = keypoint_errors(result["keypoints2d"], variables["smal"]["model"])
     visible = errors[~np.isnan(errors)]

@@ -4,7 +4,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from animax.geometry import FOCAL_LENGTH
-from animax.inference.tracks import Tracker, box_from_mesh, iou, smooth_track, visible_fraction
+from animax.track.smoothing import smooth_parameters
+from animax.track.tracker import Tracker, box_from_mesh, iou, visible_fraction
 
 
 def test_top_down_box_and_iou_by_hand():
@@ -52,7 +53,7 @@ def test_smoothing_lowers_jitter_and_keeps_the_motion():
     cam = np.stack([np.full(frames, 0.9), np.linspace(-0.2, 0.2, frames), np.zeros(frames)], -1)
     cam_noisy = cam + rng.normal(0.0, 0.01, cam.shape)
     betas = rng.normal(0.0, 0.1, (frames, 5)) + np.arange(5)
-    smooth_rotations, smooth_cam, smooth_betas = smooth_track(rotations, cam_noisy, betas, sigma_frames=2.0)
+    smooth_rotations, smooth_cam, smooth_betas = smooth_parameters(rotations, cam_noisy, betas, sigma_frames=2.0)
 
     def jitter(r):      # mean angular acceleration: |log(R[t+1] R[t]^T) - log(R[t] R[t-1]^T)|
         steps = Rotation.from_matrix(r[1:]) * Rotation.from_matrix(r[:-1]).inv()
@@ -63,10 +64,10 @@ def test_smoothing_lowers_jitter_and_keeps_the_motion():
     assert error.max() < 0.05                        # the turn survives (noise 0.05 rad per axis)
     assert np.abs(smooth_cam - cam).mean() < 0.5 * np.abs(cam_noisy - cam).mean()
     np.testing.assert_allclose(smooth_betas, np.broadcast_to(np.median(betas, 0), betas.shape), rtol=1e-6)
-    unsmoothed, _, _ = smooth_track(rotations, cam_noisy, betas, sigma_frames=0)
+    unsmoothed, _, _ = smooth_parameters(rotations, cam_noisy, betas, sigma_frames=0)
     np.testing.assert_allclose(unsmoothed, rotations, atol=1e-5)   # float32 round trip through quaternions
     # A rotation through 180 degrees (where quaternion signs flip) is averaged, not torn apart.
     flip = Rotation.from_rotvec(np.outer(np.linspace(2.8, 3.5, 20), [1.0, 0, 0])).as_matrix()[:, None]
-    smoothed_flip = smooth_track(flip, np.zeros((20, 3)), np.zeros((20, 1)))[0]
+    smoothed_flip = smooth_parameters(flip, np.zeros((20, 3)), np.zeros((20, 1)))[0]
     assert (Rotation.from_matrix(smoothed_flip[2:-2, 0]) * Rotation.from_matrix(flip[2:-2, 0]).inv()
             ).magnitude().max() < 0.02

@@ -19,7 +19,7 @@ import pytest
 from animax.models import vit
 from animax.train import loop
 from animax.train.writers import read_metrics
-from configs import synthetic_tiny
+from configs import standin
 from nn_reference import U, assert_within
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ SMALL_FLAGS = [
 
 def small_config(**overrides):
     """synthetic_tiny with a one-block ViT and small heads; `overrides` are dotted config keys."""
-    config = synthetic_tiny.get_config()
+    config = standin.get_config("tiny")
     for flag in SMALL_FLAGS:
         key, value = flag.removeprefix("--config.").split("=", 1)
         _set(config, key, eval(value))  # noqa: S307 - literals from SMALL_FLAGS above
@@ -72,7 +72,7 @@ def train_cli(workdir, *flags, cache, wait=True, **popen):
     """Runs train.py on the small config; returns CompletedProcess (or the Popen when not waiting)."""
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
            "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/synthetic_tiny.py"),
+    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/standin.py:tiny"),
            "--workdir", str(workdir), *SMALL_FLAGS, *flags]
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
@@ -317,7 +317,7 @@ def _event_images(folder):
 
 
 def test_evaluation_logs_a_grid_of_validation_overlays(tmp_path):
-    from animax.inference.overlay import overlay_image
+    from animax.viz.overlay import overlay_image
     from animax.train import input as input_lib
     from animax.train.writers import MetricWriter
 

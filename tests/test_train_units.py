@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 
 from animax.train import losses, lora, metrics, optim
 from animax.train.sharding import fsdp_spec
-from configs import synthetic_tiny
+from configs import standin
 from nn_reference import U, f32_tol
 
 
@@ -380,7 +380,7 @@ def test_weight_decay_only_on_kernels_and_frozen_sets():
 
 
 def test_optimizer_leaves_frozen_parameters_and_skips_decay_off_kernels():
-    config = synthetic_tiny.get_config()
+    config = standin.get_config("tiny")
     config.trainable = "frozen_backbone"
     config.optim.update(warmup_steps=0, learning_rate=0.1, weight_decay=0.5)
     params = {"backbone": {"proj": {"kernel": jnp.ones(3)}}, "smal_head": {"fc": {"kernel": jnp.ones(3), "bias": jnp.ones(3)}}}

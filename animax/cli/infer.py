@@ -12,7 +12,7 @@ or what --outputs names.
 
 Videos (.mp4 .mov .avi .mkv .m4v .webm) and, with --sequence, image folders are sequences:
 each gets OUT/<name>/ with per-track track_<id>.npz, DeepLabCut track_<id>_DLC.h5/.csv,
-track_<id>.glb, overlay.mp4 and sequence.json (animax.inference.sequence_export). Frame 0's
+track_<id>.glb, overlay.mp4 and sequence.json (animax.track.export). Frame 0's
 boxes come from --bbox/--boxes (else the whole frame), later frames' from the boxes file where
 it lists them (MegaDetector's video layout: "clip.mp4/frame000012.jpg"), else top-down from each
 animal's predicted mesh; ids are kept by box overlap.
@@ -39,7 +39,7 @@ results (with --coco-images) or a COCO dataset file. Keys are the paths as given
 parts of them or file names; [] = no animal; an image missing from the file is a failure."""
 
 
-# animax.inference.export.OUTPUTS, spelled out so that --help answers before the package loads.
+# animax.predict.export.OUTPUTS, spelled out so that --help answers before the package loads.
 OUTPUT_KINDS = ("arrays", "mesh", "overlay", "json")
 
 
@@ -74,7 +74,7 @@ def parse_args(argv=None):
     boxes.add_argument("--boxes", metavar="FILE", help=BOXES_HELP)
     parser.add_argument("--min-score", type=float,
                         help="detector outputs: keep detections scoring at least this (default: MegaDetector's "
-                             "suggested threshold, animax.inference.detections.DEFAULT_MIN_SCORE)")
+                             "suggested threshold, animax.predict.detections.DEFAULT_MIN_SCORE)")
     parser.add_argument("--category", action="append", metavar="NAME_OR_ID",
                         help="detector outputs: keep this category (repeatable; default: MegaDetector's "
                              "'animal', every category of COCO results)")
@@ -125,27 +125,27 @@ def error(message):
 def main(argv=None) -> int:
     args = parse_args(argv)
     # The package is imported here so that --help and argument errors answer at once.
-    from animax.inference.inputs import BoxesFileError, expand_inputs, plan_jobs, read_body_models, read_boxes
-    from animax.inference.loading import (DEMO_CONFIG_NAME, SHIPPED_MODEL_NAME, ModelLoadError, check_files,
-                                          load_body_models, load_model_or_random, uses_random_weights,
-                                          with_body_model)
-    from animax.inference.predictor import Predictor
-    from animax.inference.runner import run_inference
-    from animax.inference.sequence_run import run_sequences, split_sequences
+    from animax.loading import (DEMO_CONFIG_NAME, SHIPPED_MODEL_NAME, ModelLoadError, check_files, load_body_models,
+                                load_model_or_random, uses_random_weights)
+    from animax.predict.inputs import BoxesFileError, BoxSource, expand_inputs, plan_jobs
+    from animax.predict.predictor import Predictor
+    from animax.predict.run import ImageRunOptions, run_inference
+    from animax.track.run import SequenceRunOptions, run_sequences, split_sequences
 
     try:
         check_files(args.ckpt, args.smal, args.config)
         for file in args.named_smal.values():
             check_files(smal=file)
-        boxes_by_name = (read_boxes(args.boxes, args.min_score, args.category, args.coco_images)
-                         if args.boxes else None)
-        body_by_name = read_body_models(args.boxes) if args.boxes else {}
+        if args.boxes:
+            boxes = BoxSource.read(args.boxes, args.min_score, args.category, args.coco_images)
+        else:
+            boxes = BoxSource() if args.bbox is None else BoxSource.one_box(args.bbox)
     except (ModelLoadError, BoxesFileError) as e:
         error(e)
         return 1
     image_specs, sequence_specs = split_sequences(args.input, args.sequence)
     paths, failures = expand_inputs(image_specs) if image_specs else ([], [])
-    jobs, unlisted = plan_jobs(paths, boxes_by_name, args.bbox, args.boxes, body_by_name)
+    jobs, unlisted = plan_jobs(paths, boxes)
     failures += unlisted
     for job in [j for j in jobs if j.body_model is not None and j.body_model not in args.named_smal]:
         failures.append(f"{job.path}: body model '{job.body_model}' (in {args.boxes}) is not given by "
@@ -171,31 +171,29 @@ def main(argv=None) -> int:
     elif args.ckpt is None:
         print(f"note: no --ckpt given: {SHIPPED_MODEL_NAME}", file=sys.stderr)
     try:
-        model, variables, info = load_model_or_random(args.ckpt, args.smal, args.config, args.dtype,
-                                                      args.random_weights)
+        loaded = load_model_or_random(args.ckpt, args.smal, args.config, args.dtype, args.random_weights)
         bodies = load_body_models({name: args.named_smal[name] for name in groups if name is not None})
     except ModelLoadError as e:
         error(e)
         return 1
-    if args.smal is None and info["body_model"]["name"] == "standin" and (None in groups or not groups):
+    if args.smal is None and loaded.info["body_model"]["name"] == "standin" and (None in groups or not groups):
         print("note: no --smal given, using the license-free stand-in quadruped", file=sys.stderr)
-    sequence_failures = 0
+    image_options = ImageRunOptions(Path(args.out_dir), args.outputs, args.arrays_file, args.workers)
     for name, group in groups.items():
-        setup = ((model, variables, info) if name is None
-                 else with_body_model(model, variables, info, bodies[name], args.named_smal[name]))
-        predictor = Predictor(*setup[:2], args.batch_size)
+        group_model = loaded if name is None else loaded.with_body_model(bodies[name], args.named_smal[name])
+        predictor = Predictor(group_model.model, group_model.variables, args.batch_size)
         label = "" if name is None else f" with body model '{name}'"
         print(f"compiled the model{label} for batches of {args.batch_size} in {predictor.compile():.1f} s",
               file=sys.stderr)
-        summary = run_inference(predictor, group, args.out_dir, setup[1]["smal"]["model"].faces, setup[2],
-                                workers=args.workers, outputs=args.outputs, arrays_file=args.arrays_file)
+        summary = run_inference(predictor, group, group_model.info, image_options)
         for line in summary.lines():
             print(line if name is None else f"{name}: {line}")
         failures += summary.failures
+    sequence_failures = 0
     if sequence_specs:
-        sequence_failures = run_sequences(sequence_specs, model, variables, info, args.out_dir, boxes_by_name,
-                                          args.bbox, args.boxes, outputs=args.outputs, smooth=args.smooth,
-                                          fps=args.fps, max_batch=args.batch_size, report=error)
+        sequence_options = SequenceRunOptions(Path(args.out_dir), args.outputs, args.smooth, args.fps,
+                                              args.batch_size)
+        sequence_failures = run_sequences(sequence_specs, loaded, boxes, sequence_options, report=error)
     return 1 if failures or sequence_failures else 0
 
 

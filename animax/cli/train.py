@@ -1,8 +1,8 @@
 """Train, evaluate or export an animax model.
 
-    python train.py --config configs/synthetic_tiny.py --workdir runs/tiny [--config.key=value ...]
+    python train.py --config configs/standin.py:tiny --workdir runs/tiny [--config.key=value ...]
     python train.py --config configs/animal3d.py --workdir runs/a3d --config.init.path=ckpt/animer
-    python train.py --config configs/synthetic_tiny.py --workdir runs/tiny --mode one_step
+    python train.py --config configs/standin.py:tiny --workdir runs/tiny --mode one_step
 
 A run resumes from the latest checkpoint in --workdir by itself. Modes: train, one_step (one
 optimizer step, printing every loss term and each module's gradient norm), eval (held-out

@@ -25,6 +25,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from animax.data import BUILDERS
+from animax.files import replace_folder
 
 # Options: flag (= builder keyword) -> (type, help). Each builder takes the ones its __init__ names.
 _OPTIONS = {
@@ -106,29 +107,12 @@ def build(name, manual_dir, data_dir, progress=True, **options) -> dict:
         }
         built = Path(builder.data_dir)
         (built / "build_report.json").write_text(json.dumps(report, indent=1))
-        report["path"] = str(_replace(built, data_dir / name / built.name))
+        final = data_dir / name / built.name
+        replace_folder(built, final)
+        report["path"] = str(final)
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _replace(built: Path, final: Path) -> Path:
-    """Moves the finished build to `final`, swapping out a previous version by renames on
-    the same file system (readers see the old or the new version, never a mix)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    previous = None
-    if final.exists():
-        previous = Path(tempfile.mkdtemp(prefix=f".{final.name}.previous.", dir=final.parent))
-        os.replace(final, previous / final.name)
-    try:
-        os.replace(built, final)
-    except OSError:
-        if previous is not None:
-            os.replace(previous / final.name, final)
-        raise
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
-    return final
 
 
 def format_report(report) -> str:

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from animax.geometry import CROP_SIZE
+from animax.models.config import with_defaults
 from animax.models.pipeline import Pipeline
 from animax.smal import BodyModelBank, SMALModel, load_body
 
@@ -23,7 +24,7 @@ def build_model(config, smal=None, scan_blocks: bool | None = None) -> Pipeline:
     """
     if not isinstance(smal, (SMALModel, BodyModelBank)):
         smal = load_body(smal if smal is not None else config.get("smal"))
-    model_config = ml_collections.ConfigDict(config.model.to_dict())
+    model_config = with_defaults(config.model)
     if scan_blocks is not None:
         model_config.scan_blocks = scan_blocks
     return Pipeline(ml_collections.FrozenConfigDict(model_config), smal)

@@ -59,6 +59,21 @@ def model_config() -> ml_collections.ConfigDict:
     return model
 
 
+def with_defaults(stored) -> ml_collections.ConfigDict:
+    """A model config as stored (a config file's `model`, a checkpoint's config.json, perhaps
+    written before some knob existed) with every knob it lacks at its default above: the one
+    place that holds the defaults."""
+    def merged(defaults: dict, values: dict) -> dict:
+        out = dict(defaults)
+        for key, value in values.items():
+            both_dicts = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+            out[key] = merged(defaults[key], value) if both_dicts else value
+        return out
+
+    stored = stored.to_dict() if isinstance(stored, ml_collections.ConfigDict) else dict(stored)
+    return ml_collections.ConfigDict(merged(model_config().to_dict(), stored))
+
+
 def tiny_model_config() -> ml_collections.ConfigDict:
     """AniMer's model shrunk to seconds on a CPU, with the same outputs (ViT-Ti/16, 2 blocks,
     small heads): the random-weights demo of `infer.py` and configs/tiny.py."""

@@ -64,8 +64,8 @@ FUSIONS = ("mlp", "transformer")
 
 
 def make_fusion(cfg, dtype):
-    """The fusion module `cfg` (model.fusion) names; configs saved before `kind` existed are MLPs."""
-    kind = cfg.get("kind", "mlp")
+    """The fusion module `cfg` (model.fusion) names."""
+    kind = cfg.kind
     if kind == "mlp":
         return Fusion(hidden=cfg.hidden, features=cfg.features, dtype=dtype)
     if kind == "transformer":

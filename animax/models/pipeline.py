@@ -45,33 +45,32 @@ BACKBONE_COLUMNS = slice(WINDOW_X0, WINDOW_X0 + WINDOW_WIDTH)
 class Pipeline(nn.Module):
     """See the module docstring. `body_model` initialises the `smal` collection."""
 
-    model_config: Any          # the `model` ConfigDict of configs/*.py
+    model_config: Any          # the `model` ConfigDict of configs/*.py, completed by `config.with_defaults`
     body_model: SMALModel | BodyModelBank
 
     def setup(self):
         cfg = self.model_config
         dtype = jnp.dtype(cfg.dtype)
-        overrides = {k: cfg[k] for k in ("depth", "num_heads") if cfg.get(k)}
+        overrides = {k: cfg[k] for k in ("depth", "num_heads") if cfg[k]}
         self.backbone = vit.Model(cfg.variant, drop_path_rate=cfg.drop_path_rate, scan_blocks=cfg.scan_blocks,
-                                  remat=cfg.remat, conv_stem=tuple(cfg.get("conv_stem", ())),
+                                  remat=cfg.remat, conv_stem=tuple(cfg.conv_stem),
                                   dtype=dtype, **overrides)
         head = cfg.smal_head
         self.smal_head = SMALHead(num_joints=self.body_model.num_joints, ief_iters=head.ief_iters,
                                   dim=head.dim, depth=head.depth, heads=head.heads, dim_head=head.dim_head,
-                                  mlp_dim=head.mlp_dim, rest_init=head.get("rest_init", False), dtype=dtype)
+                                  mlp_dim=head.mlp_dim, rest_init=head.rest_init, dtype=dtype)
         self.class_token_head = ClassTokenHead(hidden_dim=cfg.class_head.hidden,
                                                output_dim=cfg.class_head.features, dtype=dtype)
         enc = cfg.head_encoder
-        vit_head = enc.get("vit")
         self.head_encoder = HeadEncoder(widths=tuple(enc.widths), features=enc.features, crop=enc.crop,
-                                        margin=enc.margin, min_size=enc.min_size, kind=enc.get("kind", "cnn"),
-                                        vit=None if vit_head is None else dict(vit_head), dtype=dtype)
+                                        margin=enc.margin, min_size=enc.min_size, kind=enc.kind,
+                                        vit=None if enc.vit is None else dict(enc.vit), dtype=dtype)
         self.fusion = make_fusion(cfg.fusion, dtype)
         # Dense keypoint readout (from-scratch configs; keypoint_heatmap.py): a training signal,
         # and with smal_head.keypoint_query the keypoints the SMAL head's query starts from.
         self.keypoint_heatmap = (KeypointHeatmap(self.body_model.num_keypoints)
-                                 if cfg.get("keypoint_heatmap", False) else None)
-        self.keypoint_query = head.get("keypoint_query", False)
+                                 if cfg.keypoint_heatmap else None)
+        self.keypoint_query = head.keypoint_query
         if self.keypoint_query and self.keypoint_heatmap is None:
             raise ValueError("model.smal_head.keypoint_query needs model.keypoint_heatmap")
         self.smal = self.variable("smal", "model", lambda: self.body_model)

@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from animax.models import build_model
-from animax.inference.overlay import overlay_image
+from animax.viz.overlay import overlay_image
 from animax.smal import BodyModelBank, load_body, load_pose_prior, load_shape_prior
 from animax.train import input as input_lib
 from animax.train import metrics as metrics_lib
@@ -302,7 +302,7 @@ class Trainer:
             say("export: skipped in a multi-process run; run `train.py --mode=export` as one process")
             return 0
         state = self.restore_or_init() if state is None else state
-        variables = jax.device_get({"params": state_lib.merged_params(state, self.config),
+        variables = jax.device_get({"params": state_lib.merged_params(state, state_lib.lora_scale(self.config)),
                                     "batch_stats": state.batch_stats})
         step = int(jax.device_get(state.step))
         save_model(self.workdir / EXPORT_DIR, self.config, variables,

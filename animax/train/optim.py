@@ -65,9 +65,8 @@ def make_optimizer(config, trainable):
                                  jax.tree.map(lambda l: "frozen" if l == "frozen" else "trained", labels))
 
 
-def clip_factor(config, grad_norm):
-    """optax.clip_by_global_norm's factor: min(1, grad_clip_norm / norm), 1 with clipping off."""
-    limit = config.optim.grad_clip_norm
+def clip_factor(limit, grad_norm):
+    """optax.clip_by_global_norm's factor: min(1, limit / norm); 1 with clipping off (limit 0)."""
     return jnp.minimum(1.0, limit / jnp.maximum(grad_norm, 1e-30)) if limit else jnp.ones_like(grad_norm)
 
 

@@ -48,9 +48,10 @@ def lora_scale(config) -> float:
     return config.lora.alpha / config.lora.rank
 
 
-def merged_params(state: TrainState, config):
-    """Model parameters with the LoRA adapters merged in (the weights to export or evaluate)."""
-    return lora_lib.merge(state.params, state.lora, lora_scale(config)) if state.lora else state.params
+def merged_params(state: TrainState, scale: float):
+    """Model parameters with the LoRA adapters (scaled by `scale`, `lora_scale`) merged in: the
+    weights to export or evaluate."""
+    return lora_lib.merge(state.params, state.lora, scale) if state.lora else state.params
 
 
 def _relayout_backbone(loaded, target):

@@ -3,7 +3,7 @@
 `train_step(state, batch, smal) -> (state, metrics)`: one optimizer step on a global batch
 (with `loss.weights.adversarial` > 0, then one step of AniMer's discriminator, as its
 training_step does).
-The batch is split into `config.grad_accum_steps` micro-batches (rows i, i + k, i + 2k, ...
+The batch is split into `grad_accum_steps` micro-batches (rows i, i + k, i + 2k, ...
 form micro-batch i, which keeps each one sharded like the batch) whose gradients are
 averaged by a scan (one micro-batch: the plain step). A non-finite loss or gradient norm leaves
 parameters, optimizer state and batch statistics as they were and counts the skip.
@@ -12,11 +12,17 @@ parameters, optimizer state and batch statistics as they were and counts the ski
 weights) of one evaluation batch (`batch["valid"]` marks padding), and the batch's
 `fused_features` with its `family`, `identity` and `valid` rows, for the host to accumulate
 (retrieval ranks the whole held-out set at once).
+
+The steps receive what they need from the config as `StepSettings`, derived once outside the
+trace (the schedule, the discriminator's optimizer, the LoRA scale), as flax's imagenet
+example hands `learning_rate_fn` to its train step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +36,30 @@ from animax.train import metrics as metrics_lib
 from animax.train import optim
 from animax.train import sharding as sharding_lib
 from animax.train.state import TrainState, lora_scale, merged_params
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """The parts of a training config the steps use, derived once (`from_config`)."""
+    loss: Any                                  # config.loss: term weights and their options
+    learning_rate_fn: Callable                 # step -> learning rate (for the metrics)
+    grad_accum_steps: int
+    grad_clip_norm: float                      # 0: no clipping
+    lora_scale: float                          # alpha / rank of the LoRA adapters
+    adversarial_weight: float                  # 0: no discriminator
+    discriminator_tx: Any                      # its optimizer (None without one)
+    source_table: Any = None                   # the prediction table of loss.source_keypoint_map
+
+    @classmethod
+    def from_config(cls, config) -> StepSettings:
+        adversarial = optim.adversarial_weight(config)
+        source_table = None
+        if config.loss.get("source_keypoint_map"):
+            from animax.data.keypoint_maps import load_keypoint_map   # only runs with a map need it
+            source_table = load_keypoint_map(config.loss.source_keypoint_map).prediction_table()
+        return cls(config.loss, optim.learning_rate_schedule(config), config.grad_accum_steps,
+                   config.optim.grad_clip_norm, lora_scale(config), adversarial,
+                   optim.make_discriminator_optimizer(config) if adversarial else None, source_table)
 
 
 def _apply(model, params, batch_stats, smal, batch, **kw):
@@ -63,12 +93,10 @@ def _module_norms(grads, trained):
     return norms
 
 
-def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, trained, source_table=None):
-    """See the module docstring. trained: a static bool tree like `state.trainable`;
-    source_table: the prediction table of `config.loss.source_keypoint_map` (or None)."""
-    scale = lora_scale(config) if state.lora else 0.0
-
-    adversarial = optim.adversarial_weight(config)
+def train_step(state: TrainState, batch, smal, *, model, tx, settings: StepSettings, priors, trained):
+    """See the module docstring. trained: a static bool tree like `state.trainable`."""
+    scale = settings.lora_scale if state.lora else 0.0
+    adversarial = settings.adversarial_weight
 
     def loss_fn(trainable, batch_stats, micro, rng):
         params = lora_lib.merge(trainable["params"], trainable["lora"], scale)
@@ -76,16 +104,16 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
                                   rngs={"dropout": rng}, mutable=["batch_stats"])
         if adversarial:    # the generator's side: the current discriminator scores the prediction
             outputs = {**outputs, "discriminator": _discriminate(state.discriminator, outputs["pose"], outputs["betas"])}
-        loss, terms = losses_lib.total_loss(outputs, micro, config.loss, priors, source_table)
+        loss, terms = losses_lib.total_loss(outputs, micro, settings.loss, priors, settings.source_table)
         fake = jax.lax.stop_gradient((outputs["pose"], outputs["betas"]))
         return loss, (terms, updated["batch_stats"], fake)
 
-    if config.loss.weights.vertices:
+    if settings.loss.weights.vertices:
         batch = with_gt_vertices(batch, smal)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     rng = jax.random.fold_in(state.rng, state.step)
     trainable = state.trainable
-    accum = config.grad_accum_steps
+    accum = settings.grad_accum_steps
     if accum == 1:
         (loss, (terms, batch_stats, fake)), grads = grad_fn(trainable, state.batch_stats, batch, rng)
     else:
@@ -110,11 +138,11 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
     kept_discriminator = (state.discriminator, state.discriminator_opt_state)
     discriminator, disc_metrics = kept_discriminator, {}
     if adversarial:
-        disc_loss, *discriminator = _discriminator_update(state, batch, fake, config)
+        disc_loss, *discriminator = _discriminator_update(state, batch, fake, settings)
         finite = finite & jnp.isfinite(disc_loss)
         disc_metrics = {"discriminator/loss": disc_loss}      # not a model term: its own optimizer
 
-    clip = optim.clip_factor(config, grad_norm)
+    clip = optim.clip_factor(settings.grad_clip_norm, grad_norm)
 
     def update(_):
         # Clipped here, where the factor fuses into AdamW's update (ViT-H: 1.7 GiB less than a
@@ -134,11 +162,11 @@ def train_step(state: TrainState, batch, smal, *, model, tx, config, priors, tra
         discriminator=disc_params, discriminator_opt_state=disc_opt_state, batch_stats=batch_stats,
         opt_state=opt_state, nonfinite_streak=streak,
         nonfinite_total=state.nonfinite_total + (1 - finite.astype(jnp.int32)))
-    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": optim.learning_rate_schedule(config)(state.step),
+    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": settings.learning_rate_fn(state.step),
                "skipped": 1 - finite.astype(jnp.int32), "nonfinite_streak": streak,
                "nonfinite_total": new_state.nonfinite_total,
                **{f"loss/{k}": v for k, v in terms.items()},
-               **{f"weighted/{k}": config.loss.weights[k] * v for k, v in terms.items()},
+               **{f"weighted/{k}": settings.loss.weights[k] * v for k, v in terms.items()},
                **_module_norms(grads, trained), **disc_metrics}
     return new_state, metrics
 
@@ -148,7 +176,7 @@ def _discriminate(params, pose, betas):
     return Discriminator().apply({"params": params}, pose[:, 1:], betas)
 
 
-def _discriminator_update(state, batch, fake, config):
+def _discriminator_update(state, batch, fake, settings: StepSettings):
     """AniMer's discriminator step, after the model's: the batch's ground-truth SMAL parameters
     are real (every row, annotated or not, as AniMer feeds them), the step's predictions (held
     fixed) are fake; least squares, sum over outputs / B. Returns (unweighted loss, params,
@@ -163,15 +191,14 @@ def _discriminator_update(state, batch, fake, config):
         return (jnp.sum(jnp.square(fake_score)) + jnp.sum(jnp.square(real_score - 1.0))) / rows
 
     loss, grads = jax.value_and_grad(disc_loss)(state.discriminator)
-    grads = jax.tree.map(lambda g: optim.adversarial_weight(config) * g, grads)
-    tx = optim.make_discriminator_optimizer(config)
-    updates, opt_state = tx.update(grads, state.discriminator_opt_state, state.discriminator)
+    grads = jax.tree.map(lambda g: settings.adversarial_weight * g, grads)
+    updates, opt_state = settings.discriminator_tx.update(grads, state.discriminator_opt_state, state.discriminator)
     return loss, optax.apply_updates(state.discriminator, updates), opt_state
 
 
-def eval_step(state: TrainState, batch, smal, *, model, config):
+def eval_step(state: TrainState, batch, smal, *, model, settings: StepSettings):
     """See the module docstring."""
-    outputs = _apply(model, merged_params(state, config), state.batch_stats, smal, batch, train=False)
+    outputs = _apply(model, merged_params(state, settings.lora_scale), state.batch_stats, smal, batch, train=False)
     batch = with_gt_vertices(batch, smal)
     sums = {}
     for name, (values, weights) in metrics_lib.eval_metrics(outputs, batch, batch["valid"]).items():
@@ -181,13 +208,13 @@ def eval_step(state: TrainState, batch, smal, *, model, config):
     return sums, descriptors
 
 
-# What an overlay of a validation example needs (animax.inference.overlay.overlay_image).
+# What an overlay of a validation example needs (animax.viz.overlay.overlay_image).
 PREVIEW_OUTPUTS = ("vertices", "cam_t", "keypoints_2d", "head_box")
 
 
-def preview_step(state: TrainState, batch, smal, *, model, config):
+def preview_step(state: TrainState, batch, smal, *, model, settings: StepSettings):
     """The outputs of PREVIEW_OUTPUTS for one batch (the TensorBoard overlays of an evaluation)."""
-    outputs = _apply(model, merged_params(state, config), state.batch_stats, smal, batch, train=False)
+    outputs = _apply(model, merged_params(state, settings.lora_scale), state.batch_stats, smal, batch, train=False)
     return {k: outputs[k] for k in PREVIEW_OUTPUTS}
 
 
@@ -196,15 +223,11 @@ def jit_steps(model, config, tx, mesh, shardings, priors, trained):
     state is donated."""
     rep = sharding_lib.replicated(mesh)
     batch = sharding_lib.batch_sharding(mesh)
-    source_table = None
-    if config.loss.get("source_keypoint_map"):
-        from animax.data.keypoint_maps import load_keypoint_map   # only runs with a map need it
-        source_table = load_keypoint_map(config.loss.source_keypoint_map).prediction_table()
-    train = jax.jit(functools.partial(train_step, model=model, tx=tx, config=config, priors=priors, trained=trained,
-                                      source_table=source_table),
+    settings = StepSettings.from_config(config)
+    train = jax.jit(functools.partial(train_step, model=model, tx=tx, settings=settings, priors=priors, trained=trained),
                     in_shardings=(shardings, batch, rep), out_shardings=(shardings, rep), donate_argnums=0)
-    evaluate = jax.jit(functools.partial(eval_step, model=model, config=config),
+    evaluate = jax.jit(functools.partial(eval_step, model=model, settings=settings),
                        in_shardings=(shardings, batch, rep), out_shardings=rep)
-    preview = jax.jit(functools.partial(preview_step, model=model, config=config),
+    preview = jax.jit(functools.partial(preview_step, model=model, settings=settings),
                       in_shardings=(shardings, batch, rep), out_shardings=rep)
     return train, evaluate, preview

@@ -1,5 +1,5 @@
-"""Where the CLI's model comes from: a checkpoint directory, the shipped demo model, or a config
-with random weights.
+"""Where a model comes from: a checkpoint directory, the shipped demo model, or a config with
+random weights; `LoadedModel` holds it with its body model and provenance.
 
 Every problem a user can cause (missing or unreadable checkpoint, SMAL or config file)
 surfaces as `ModelLoadError`, whose message is one line naming the file.
@@ -7,6 +7,7 @@ surfaces as `ModelLoadError`, whose message is one line naming the file.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import sys
@@ -27,10 +28,31 @@ class ModelLoadError(ValueError):
 
 DEMO_CONFIG_NAME = "tiny (built in)"
 # The default without --ckpt: a small model trained on synthetic renders of the stand-in
-# (configs/standin_demo.py), shipped inside the package.
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "standin_demo"
-SHIPPED_MODEL_NAME = ("the shipped demo model (configs/standin_demo.py: ViT-Ti/16 x 4 trained from scratch on "
+# (configs/standin.py), shipped inside the package.
+SHIPPED_MODEL = Path(__file__).resolve().parent / "assets" / "standin_demo"
+SHIPPED_MODEL_NAME = ("the shipped demo model (configs/standin.py: ViT-Ti/16 x 4 trained from scratch on "
                       "synthetic renders of the stand-in quadruped only; use --ckpt for real animals)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A network with its weights and body model (`variables["smal"]["model"]`), and `info`:
+    JSON-ready provenance for result.json (weights, config, dtype, body model)."""
+    model: object
+    variables: dict
+    info: dict
+
+    @property
+    def body(self):
+        """The SMAL body model the network's meshes are made with."""
+        return self.variables["smal"]["model"]
+
+    def with_body_model(self, body, smal_file) -> LoadedModel:
+        """The same network and weights over another body model of the same joint layout (its own
+        mesh)."""
+        variables = {**self.variables, "smal": {"model": body}}
+        return LoadedModel(self.model.clone(body_model=body), variables,
+                           {**self.info, "body_model": body_model_info(variables, smal_file)})
 
 
 def demo_config():
@@ -78,15 +100,14 @@ def uses_random_weights(ckpt=None, config=None, random_weights=False) -> bool:
     return ckpt is None and (random_weights or config is not None or not SHIPPED_MODEL.is_dir())
 
 
-def load_model_or_random(ckpt=None, smal=None, config=None, dtype=None, random_weights=False):
-    """(model, variables, info) from a checkpoint folder, the shipped demo model, or random weights.
+def load_model_or_random(ckpt=None, smal=None, config=None, dtype=None, random_weights=False) -> LoadedModel:
+    """The model of a checkpoint folder, the shipped demo model, or random weights.
 
     ckpt: a checkpoint folder; None: the shipped model (SHIPPED_MODEL), unless random weights
     are asked for (random_weights, or a config file);
     smal: a SMAL .pkl/.npz file or None (the checkpoint's body model, else the stand-in);
     config: the config file of random weights (None: the built-in tiny model);
     dtype: compute dtype override.
-    info is JSON-ready provenance for result.json.
     """
     check_files(ckpt, smal, config)
     if ckpt is not None:
@@ -99,8 +120,8 @@ def load_model_or_random(ckpt=None, smal=None, config=None, dtype=None, random_w
         model, variables = random_model(config, smal, dtype)
         weights = {"checkpoint": None, "weights": f"random (seed {RANDOM_SEED})",
                    "config": DEMO_CONFIG_NAME if config is None else str(config)}
-    return model, variables, {**weights, "dtype": model.model_config.dtype,
-                              "body_model": body_model_info(variables, smal)}
+    return LoadedModel(model, variables, {**weights, "dtype": model.model_config.dtype,
+                                          "body_model": body_model_info(variables, smal)})
 
 
 def _checkpoint_model(ckpt, smal, dtype):
@@ -143,13 +164,6 @@ def load_body_models(files: dict) -> dict:
         except (OSError, ValueError) as e:    # load_smal's messages name the file
             raise ModelLoadError(f"--smal {name}={file}: {e}") from None
     return bodies
-
-
-def with_body_model(model, variables, info: dict, body, smal_file):
-    """The same network and weights over another body model of the same joint layout (its own
-    mesh): (model, variables, info) for a Predictor."""
-    variables = {**variables, "smal": {"model": body}}
-    return model.clone(body_model=body), variables, {**info, "body_model": body_model_info(variables, smal_file)}
 
 
 def body_model_info(variables, smal_file) -> dict:

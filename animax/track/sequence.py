@@ -1,8 +1,8 @@
-"""Animals through a frame sequence: boxes, model, tracks, smoothing.
+"""Animals through a frame sequence: boxes, model, tracks.
 
     sequence = open_sequence("clip.mp4")
     tracks, num_frames = track_sequence(predictor, sequence.frames(), first_boxes=[(40, 60, 360, 300)])
-    tracks = [smooth(t, body) for t in tracks]            # optional
+    tracks = [smooth_track(t, body) for t in tracks]      # optional: animax.track.smoothing
     tracks[0].arrays["keypoints2d"]                       # [T, 26, 2] pixels of the frames
 
 Per frame, the boxes are, in this order of preference: the frame's boxes from a file
@@ -23,30 +23,25 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import jax
 import numpy as np
 from tqdm import tqdm
 
-from animax.image.raster import project
-from animax.inference.detections import in_pixels
-from animax.inference.inputs import box_problem
-from animax.inference.predictor import prepare, whole_image_box
-from animax.inference.tracks import Tracker, box_from_mesh, iou, smooth_track, visible_fraction
-from animax.smal.model import smal_forward
+from animax.predict.detections import in_pixels
+from animax.predict.inputs import box_problem
+from animax.predict.predictor import prepare, whole_image_box
+from animax.track.tracker import Tracker, box_from_mesh, iou, visible_fraction
 
 MIN_VISIBLE = 0.25
 DUPLICATE_IOU = 0.8
-SMOOTH_SIGMA_FRAMES = 1.5
 # Per-frame arrays a track keeps (Predictor result names); meshes are recomputed from pose and betas.
 TRACK_ARRAYS = ("keypoints2d", "keypoints3d", "joints", "betas", "pose", "cam", "cam_t_full", "focal_length",
                 "box", "visual_features", "head_features", "fused_features")
-SMOOTHED = ("keypoints2d", "keypoints3d", "joints", "betas", "pose", "cam_t_full")
 
 
 @dataclass
 class TrackResult:
     """One animal through the sequence: `frames` [T] (indices into the sequence, consecutive),
-    `arrays` {name: [T, ...]} (TRACK_ARRAYS; after `smooth`, SMOOTHED hold the smoothed values
+    `arrays` {name: [T, ...]} (TRACK_ARRAYS; after `smooth_track`, its SMOOTHED hold the smoothed values
     and `<name>_raw` the model's), `image_size` (W, H) of the frames."""
     id: int
     frames: np.ndarray
@@ -135,28 +130,3 @@ def _top_down_boxes(expected: dict, width, height) -> list[tuple]:
             continue
         kept[track_id] = box
     return list(kept.values())
-
-
-def smooth(track: TrackResult, body, sigma_frames: float = SMOOTH_SIGMA_FRAMES) -> TrackResult:
-    """The track with its joint rotations and camera translation smoothed over time and one shape
-    (`animax.inference.tracks.smooth_track`); keypoints and joints recomputed from them through the
-    body model, 2D keypoints projected through the full frame's camera. The model's values stay
-    as `<name>_raw`."""
-    a = track.arrays
-    pose, cam_t_full, betas = smooth_track(a["pose"], a["cam_t_full"], a["betas"], sigma_frames)
-    posed = jax.device_get(smal_forward(body, betas, pose))
-    keypoints3d = np.asarray(posed["keypoints_3d"], np.float32)
-    centre = np.asarray(track.image_size, np.float64) / 2
-    keypoints2d = np.stack([project(k + c, f, centre)[:, :2] for k, c, f in
-                            zip(keypoints3d, cam_t_full, a["focal_length"])]).astype(np.float32)
-    new = {"keypoints2d": keypoints2d, "keypoints3d": keypoints3d, "joints": np.asarray(posed["joints"], np.float32),
-           "betas": betas, "pose": pose, "cam_t_full": cam_t_full}
-    arrays = {**a, **new, **{f"{name}_raw": a[name] for name in SMOOTHED}}
-    return TrackResult(track.id, track.frames, arrays, track.image_size, float(sigma_frames))
-
-
-def jitter(keypoints2d) -> float:
-    """Mean keypoint acceleration [T, K, 2] -> pixels per frame squared: the size of the second
-    difference over time, averaged over frames and keypoints."""
-    k = np.asarray(keypoints2d, np.float64)
-    return float(np.linalg.norm(k[2:] - 2 * k[1:-1] + k[:-2], axis=-1).mean()) if len(k) > 2 else 0.0

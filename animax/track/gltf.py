@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from animax.files import atomic_write
 from animax.geometry import rotmat_to_quaternion, sign_continuous
 
 # glTF constants
@@ -37,12 +38,13 @@ CAMERA_TO_GLTF = np.diag([1.0, -1.0, -1.0]).astype(np.float32)
 
 def top_weights(lbs_weights, count=INFLUENCES):
     """(joints [V, count] uint16, weights [V, count] float32 summing to 1): each vertex's largest
-    skinning weights."""
+    skinning weights. A slot of zero weight names joint 0, as glTF requires of unused slots."""
     w = np.asarray(lbs_weights, np.float64)
     joints = np.argsort(-w, axis=1, kind="stable")[:, :count]
     weights = np.take_along_axis(w, joints, axis=1)
     weights /= weights.sum(axis=1, keepdims=True)
-    return joints.astype(np.uint16), weights.astype(np.float32)
+    weights = weights.astype(np.float32)
+    return np.where(weights > 0, joints, 0).astype(np.uint16), weights
 
 
 def continuous_quaternions(rotations):
@@ -107,7 +109,7 @@ def write_glb(path, body, betas, rotations, translation=None, fps=30.0, name="an
         "animations": [{"name": "track", "samplers": samplers, "channels": channels}],
         "buffers": [{"byteLength": blob.size}], "bufferViews": blob.views, "accessors": blob.accessors,
     }
-    _write_atomically(Path(path), _glb(document, blob.data()))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(_glb(document, blob.data())))
 
 
 class _Buffer:
@@ -143,13 +145,3 @@ def _glb(document, binary) -> bytes:
     text += b" " * (-len(text) % 4)
     chunks = struct.pack("<II", len(text), GLB_JSON) + text + struct.pack("<II", len(binary), GLB_BIN) + binary
     return struct.pack("<III", GLB_MAGIC, 2, 12 + len(chunks)) + chunks
-
-
-def _write_atomically(path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

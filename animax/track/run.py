@@ -4,14 +4,16 @@ per failure (a sequence that fails leaves no folder behind)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from animax.inference.frames import SequenceError, is_video, open_sequence
-from animax.inference.inputs import BoxLookup
-from animax.inference.predictor import Predictor
-from animax.inference.sequence import smooth as smooth_track
-from animax.inference.sequence import track_sequence
-from animax.inference.sequence_export import SEQUENCE_OUTPUTS, write_sequence
+from animax.loading import LoadedModel
+from animax.predict.inputs import BoxSource
+from animax.predict.predictor import Predictor
+from animax.track.export import SEQUENCE_OUTPUTS, write_sequence
+from animax.track.frames import SequenceError, is_video, open_sequence
+from animax.track.sequence import track_sequence
+from animax.track.smoothing import smooth_track
 
 
 def split_sequences(specs, folders_are_sequences: bool) -> tuple[list[str], list[str]]:
@@ -23,30 +25,38 @@ def split_sequences(specs, folders_are_sequences: bool) -> tuple[list[str], list
     return images, sequences
 
 
-def run_sequences(specs, model, variables, info: dict, out_dir, boxes_by_name=None, bbox=None,
-                  boxes_file="boxes file", outputs=SEQUENCE_OUTPUTS, smooth: float = 0.0, fps=None,
-                  max_batch: int = 8, report=print, progress=None) -> int:
+@dataclass(frozen=True)
+class SequenceRunOptions:
+    """What infer.py writes for sequences, and how."""
+    out_dir: Path
+    outputs: tuple[str, ...] = SEQUENCE_OUTPUTS
+    smooth_sigma: float = 0.0            # smoothing over time, in frames (`smooth_track`); 0: none
+    fps: float | None = None             # frame rate of image-folder sequences (None: 30)
+    max_batch: int = 8                   # animals per model call at most
+    progress: bool | None = None         # the progress bar; None: on terminals
+
+
+def run_sequences(specs, loaded: LoadedModel, boxes: BoxSource, options: SequenceRunOptions, report=print) -> int:
     """Tracks and exports each sequence into OUT/<name>/; returns the number of failure lines
     (each also passed to `report`)."""
-    lookup = BoxLookup(boxes_by_name) if boxes_by_name is not None else None
-    body = variables["smal"]["model"]
+    lookup = boxes.lookup()
     predictors, failures, taken = {}, 0, set()
     for spec in specs:
         lines = []
         try:
-            sequence = open_sequence(spec, fps)
-            first_boxes = [tuple(bbox)] if bbox is not None else None
+            sequence = open_sequence(spec, options.fps)
+            first_boxes = None if boxes.bbox is None else [boxes.bbox]
             frame_boxes = None
             if lookup is not None:
                 frame_boxes = (lookup.video_frames(sequence.path) if not sequence.files else
                                {i: b for i, f in enumerate(sequence.files) if (b := lookup(f)) is not None})
                 if not frame_boxes:
-                    raise SequenceError(f"{spec}: not listed in {boxes_file}")
+                    raise SequenceError(f"{spec}: not listed in {boxes.file}")
             # One animal per frame needs a batch of one: top-down tracking runs a frame at a time.
             animals = max([len(b) for b in (frame_boxes or {}).values()] + [len(first_boxes or [None])])
-            batch = max(1, min(max_batch, animals))
+            batch = max(1, min(options.max_batch, animals))
             if batch not in predictors:
-                predictors[batch] = Predictor(model, variables, batch)
+                predictors[batch] = Predictor(loaded.model, loaded.variables, batch)
             name, n = sequence.path.stem, 1
             while name in taken:
                 n += 1
@@ -54,13 +64,14 @@ def run_sequences(specs, model, variables, info: dict, out_dir, boxes_by_name=No
             taken.add(name)
             start = time.perf_counter()
             tracks, num_frames = track_sequence(predictors[batch], sequence.frames(), first_boxes, frame_boxes,
-                                                sequence.num_frames, progress=progress, failures=lines)
+                                                sequence.num_frames, progress=options.progress, failures=lines)
             seconds = time.perf_counter() - start
-            if smooth > 0:
-                tracks = [smooth_track(t, body, smooth) for t in tracks]
-            folder = Path(out_dir) / name
-            write_sequence(folder, tracks, body, sequence.fps, num_frames,
-                           {"input": str(sequence.path), "failures": lines, **info}, outputs, frames=sequence.frames())
+            if options.smooth_sigma > 0:
+                tracks = [smooth_track(t, loaded.body, options.smooth_sigma) for t in tracks]
+            folder = Path(options.out_dir) / name
+            write_sequence(folder, tracks, loaded.body, sequence.fps, num_frames,
+                           {"input": str(sequence.path), "failures": lines, **loaded.info}, options.outputs,
+                           frames=sequence.frames())
             print(f"{spec}: {num_frames} frames, {len(tracks)} tracks in {seconds:.1f} s "
                   f"({num_frames / max(seconds, 1e-9):.1f} frames/s) -> {folder}")
         except SequenceError as e:

@@ -1,5 +1,5 @@
-"""One animal's outputs on disk, written atomically: a hidden temp folder next to the target,
-filled completely, then renamed onto it, so a folder that exists is always whole.
+"""One animal's outputs on disk, written atomically (`animax.files.AtomicFolder`): a folder
+that exists is always whole.
 
     OUT/<name>/  vertices.npy keypoints3d.npy keypoints2d.npy betas.npy pose.npy cam.npy
                  cam_t_full.npy visual_features.npy head_features.npy fused_features.npy
@@ -11,7 +11,6 @@ or the part of them that `outputs` names: "arrays" (the .npy files), "mesh", "ov
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from animax.files import AtomicFile, AtomicFolder
 from animax.smal.io import save_obj
 
 ARRAY_FILES = ("vertices", "keypoints3d", "keypoints2d", "betas", "pose", "cam", "cam_t_full",
@@ -42,9 +42,7 @@ def write_animal(folder, result: dict, faces, overlay, info: dict, outputs=tuple
     info: JSON-ready metadata, saved in result.json with the array shapes and file list added.
     mesh.obj holds the mesh in the full image's camera frame: vertices + cam_t_full.
     """
-    folder = Path(folder)
-    tmp = new_folder_beside(folder)
-    try:
+    with AtomicFolder(folder) as tmp:
         if "arrays" in outputs:
             for name in ARRAY_FILES:
                 np.save(tmp / f"{name}.npy", result[name])
@@ -56,33 +54,6 @@ def write_animal(folder, result: dict, faces, overlay, info: dict, outputs=tuple
             shapes = {name: list(np.shape(result[name])) for name in ARRAY_FILES}
             (tmp / RESULT_FILE).write_text(json.dumps({**info, "arrays": shapes, "files": list(files_of(outputs))},
                                                       indent=2))
-        replace_folder(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def new_folder_beside(folder) -> Path:
-    """An empty hidden folder next to `folder` (parents created) to fill and then `replace_folder`
-    onto it, readable by all as a plain mkdir's would be (mkdtemp's are owner-only; reading the
-    umask would change it for the other export threads)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    tmp.chmod(0o755)
-    return tmp
-
-
-def replace_folder(new, target):
-    """Renames `new` onto `target`; an existing target is moved aside first and then deleted
-    (os.replace cannot replace a non-empty folder)."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
-        os.replace(target, old / target.name)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def remove_stale(folder) -> None:
@@ -102,7 +73,8 @@ class ArraysFile:
 
     def __init__(self, path, images, box_indices):
         self.path = Path(path)
-        self.tmp = new_folder_beside(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".rows"))
         self.images, self.box_indices = list(images), np.asarray(box_indices, np.int32)
         self.valid = np.zeros(len(self.images), bool)
         self.arrays = {}
@@ -120,11 +92,9 @@ class ArraysFile:
         self.valid[row] = True
 
     def close(self) -> None:
-        partial = self.tmp / f".{self.path.name}"
-        with open(partial, "wb") as f:
-            np.savez(f, valid=self.valid, image=np.array(self.images, str), box_index=self.box_indices,
+        with AtomicFile(self.path) as tmp:
+            np.savez(tmp, valid=self.valid, image=np.array(self.images, str), box_index=self.box_indices,
                      **self.arrays)
-        os.replace(partial, self.path)
         self.abort()
 
     def abort(self) -> None:

@@ -1,13 +1,11 @@
-"""Tracks through a sequence: which box is which animal from frame to frame, and smoothing.
+"""Tracks through a sequence: which box is which animal from frame to frame.
 
 - top-down: an animal's box in the next frame is the box of its predicted mesh in this one,
   grown by `margin` (`box_from_mesh`);
 - identities: boxes of a new frame (given per frame, or the top-down ones) join the tracks whose
   last boxes they overlap most, by an optimal (Hungarian) assignment on IoU; a track with no box
-  above `min_iou` is lost and ends (`Tracker`);
-- smoothing (`smooth_track`): a zero-phase Gaussian over time on the joint rotations as
-  sign-aligned quaternions (renormalised: a rotation-safe average) and on the camera, and one
-  shape per track (the median of its betas).
+  above `min_iou` is lost and ends (`Tracker`).
+Smoothing over time is `animax.track.smoothing`'s.
 """
 
 from __future__ import annotations
@@ -15,11 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.ndimage
 import scipy.optimize
 
-from animax.geometry import (CROP_SIZE, FOCAL_LENGTH, axis_angle_to_rotmat, quaternion_to_axis_angle,
-                             rotmat_to_quaternion, sign_continuous)
+from animax.geometry import CROP_SIZE, FOCAL_LENGTH
 from animax.image.crop import apply_affine, crop_transform
 
 TRACK_MARGIN = 0.2          # the top-down box: the mesh's box grown by 20% of its size per side,
@@ -101,18 +97,3 @@ class Tracker:
             track.frames.append(frame)
             track.boxes.append(box)
         return ids
-
-
-def smooth_track(rotations, cam, betas, sigma_frames=1.5):
-    """A track's per-frame rotations [T, J, 3, 3], camera [T, C] and betas [T, NB] smoothed over
-    time (module docstring); sigma in frames (0: unsmoothed rotations and camera)."""
-    q = sign_continuous(rotmat_to_quaternion(np.asarray(rotations, np.float64), xp=np))
-    cam = np.asarray(cam, np.float64)
-    if sigma_frames > 0:
-        q = scipy.ndimage.gaussian_filter1d(q, sigma_frames, axis=0, mode="nearest")
-        cam = scipy.ndimage.gaussian_filter1d(cam, sigma_frames, axis=0, mode="nearest")
-    q /= np.linalg.norm(q, axis=-1, keepdims=True)
-    shape = np.median(np.asarray(betas, np.float64), axis=0)
-    rotations = axis_angle_to_rotmat(quaternion_to_axis_angle(q, xp=np), xp=np)
-    return (np.asarray(rotations, np.float32), cam.astype(np.float32),
-            np.broadcast_to(shape, np.shape(betas)).astype(np.float32))

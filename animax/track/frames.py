@@ -13,8 +13,9 @@ from typing import Iterator
 
 import numpy as np
 
+from animax.files import AtomicFile
 from animax.image.io import load_image
-from animax.inference.inputs import IMAGE_SUFFIXES
+from animax.predict.inputs import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".m4v", ".webm"})
 FOLDER_FPS = 30.0          # an image folder's frame rate unless told
@@ -89,15 +90,14 @@ def open_sequence(path, fps: float | None = None) -> Sequence:
 
 class VideoWriter:
     """H.264 (yuv420p) video of RGB frames, written to a hidden file renamed into place on
-    `close()`: an interrupted run leaves no half-written video under the final name. Frames
+    `close()` (`animax.files.AtomicFile`): an interrupted run leaves no half-written video. Frames
     of odd width or height are padded by one black pixel (4:2:0 needs even sizes)."""
 
     def __init__(self, path, fps: float, crf: int = 20):
         import av
 
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
-        self.container = av.open(str(self.tmp), mode="w")
+        self.file = AtomicFile(path)
+        self.container = av.open(str(self.file.tmp), mode="w")
         self.stream = self.container.add_stream("libx264", rate=_rational(fps), options={"crf": str(crf)})
         self.stream.pix_fmt = "yuv420p"
         self.size = None
@@ -119,11 +119,11 @@ class VideoWriter:
         for packet in self.stream.encode():
             self.container.mux(packet)
         self.container.close()
-        self.tmp.replace(self.path)
+        self.file.commit()
 
     def abort(self) -> None:
         self.container.close()
-        self.tmp.unlink(missing_ok=True)
+        self.file.discard()
 
     def __enter__(self):
         return self

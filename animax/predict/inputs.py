@@ -15,7 +15,7 @@ the `--smal NAME=FILE` models (species with different meshes in one run):
     {"horse.jpg": {"boxes": [[40, 60, 360, 300]], "smal": "horse"}, "dog.png": [[0, 0, 200, 150]]}
 
 Detector outputs, MegaDetector's batch JSON and COCO results, are read by
-`animax.inference.detections`. A key is an image's path as passed/expanded, a trailing part of
+`animax.predict.detections`. A key is an image's path as passed/expanded, a trailing part of
 it (`site1/IMG_0001.JPG`, as MegaDetector writes them) or its file name; an empty list means no
 animal in that image. An image that the file does not list is a failure.
 """
@@ -25,10 +25,10 @@ from __future__ import annotations
 import glob
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from animax.inference.detections import (DEFAULT_MIN_SCORE, BoxesFileError, coco_boxes, is_coco, is_megadetector,
+from animax.predict.detections import (DEFAULT_MIN_SCORE, BoxesFileError, coco_boxes, is_coco, is_megadetector,
                                          load_json, megadetector_boxes)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -83,7 +83,7 @@ def read_boxes(path, min_score=None, categories=None, coco_images=None) -> dict[
     """Reads a boxes file (layouts in the module docstring) as {key: [(x1, y1, x2, y2), ...]}.
 
     min_score (None: DEFAULT_MIN_SCORE), categories: which detections of a detector output to
-    keep (see `animax.inference.detections`); coco_images: the annotation file naming the images of COCO
+    keep (see `animax.predict.detections`); coco_images: the annotation file naming the images of COCO
     results. Raises BoxesFileError naming the file and what is wrong with it.
     """
     path = Path(path)
@@ -136,31 +136,51 @@ def _corner_box(box, box_format, path, key):
     return (x, y, x + a, y + b) if box_format == "xywh" else (x, y, a, b)
 
 
-def plan_jobs(paths, boxes_by_name=None, bbox=None, boxes_file="boxes file",
-              body_by_name=None) -> tuple[list[ImageJob], list[str]]:
-    """One ImageJob per path, with boxes from `boxes_by_name` (see `read_boxes`), or `bbox`
-    (x1, y1, x2, y2) for every image, or neither (the whole image); its body model from
-    `body_by_name` (see `read_body_models`) when that names one.
+@dataclass(frozen=True)
+class BoxSource:
+    """Where a run's boxes come from: a boxes file (`read`, layouts in the module docstring), one
+    box for every image (`bbox`), or neither (each image or frame 0 as a whole)."""
+    file: str | None = None                    # the boxes file, named in failure lines
+    by_name: dict | None = None                # its {key: [(x1, y1, x2, y2), ...]}
+    body_by_name: dict = field(default_factory=dict)   # its {key: body model name}
+    bbox: tuple[float, float, float, float] | None = None
+
+    @classmethod
+    def read(cls, file, min_score=None, categories=None, coco_images=None) -> BoxSource:
+        """A boxes file's boxes and body models (`read_boxes`, `read_body_models`)."""
+        return cls(str(file), read_boxes(file, min_score, categories, coco_images), read_body_models(file))
+
+    @classmethod
+    def one_box(cls, bbox) -> BoxSource:
+        return cls(bbox=tuple(float(v) for v in bbox))
+
+    def lookup(self) -> BoxLookup | None:
+        return None if self.by_name is None else BoxLookup(self.by_name)
+
+
+def plan_jobs(paths, boxes: BoxSource = BoxSource()) -> tuple[list[ImageJob], list[str]]:
+    """One ImageJob per path, with boxes from the boxes file, or its one box for every image, or
+    neither (the whole image); its body model where the boxes file names one.
 
     Output names are file stems; a stem already taken by an earlier input gets `-2`, `-3`, ...
     Returns (jobs, failures) with one line per image that the boxes file does not list.
     """
     jobs, failures, taken = [], [], set()
-    lookup, body_lookup = BoxLookup(boxes_by_name or {}), BoxLookup(body_by_name or {})
+    lookup, body_lookup = boxes.lookup(), BoxLookup(boxes.body_by_name)
     for path in paths:
-        if boxes_by_name is not None:
-            boxes = lookup(path)
-            if boxes is None:
-                failures.append(f"{path}: not listed in {boxes_file}")
+        if lookup is not None:
+            image_boxes = lookup(path)
+            if image_boxes is None:
+                failures.append(f"{path}: not listed in {boxes.file}")
                 continue
         else:
-            boxes = None if bbox is None else [tuple(float(v) for v in bbox)]
+            image_boxes = None if boxes.bbox is None else [boxes.bbox]
         name, n = path.stem, 1
         while name in taken:
             n += 1
             name = f"{path.stem}-{n}"
         taken.add(name)
-        jobs.append(ImageJob(path, None if boxes is None else tuple(boxes), name, body_lookup(path)))
+        jobs.append(ImageJob(path, None if image_boxes is None else tuple(image_boxes), name, body_lookup(path)))
     return jobs, failures
 
 

@@ -22,14 +22,24 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from animax.inference.export import OUTPUTS, ArraysFile, remove_stale, write_animal
-from animax.inference.detections import in_pixels
-from animax.inference.inputs import ImageJob, box_problem
-from animax.inference.overlay import overlay_image
-from animax.inference.predictor import Animal, prepare, whole_image_box
 from animax.image.io import load_image
+from animax.predict.detections import in_pixels
+from animax.predict.export import OUTPUTS, ArraysFile, remove_stale, write_animal
+from animax.predict.inputs import ImageJob, box_problem
+from animax.predict.predictor import Animal, prepare, whole_image_box
+from animax.viz.overlay import overlay_image
 
 STAGES = ("decode", "preprocess", "model", "export")
+
+
+@dataclass(frozen=True)
+class ImageRunOptions:
+    """What infer.py writes for still images, and with how many threads."""
+    out_dir: Path
+    outputs: tuple[str, ...] = tuple(OUTPUTS)    # what each animal's folder gets (keys of OUTPUTS)
+    arrays_file: Path | None = None              # one .npz of every animal's arrays instead of .npy files
+    workers: int = 4                             # threads for decoding, and as many for export
+    progress: bool | None = None                 # the progress bar; None: on terminals
 
 
 @dataclass
@@ -61,8 +71,9 @@ class _Loaded:
 class _Run:
     """State shared by the threads of one `run_inference` call."""
 
-    def __init__(self, jobs, out_dir, faces, info, progress, outputs, arrays_file):
-        self.out_dir, self.faces, self.info, self.outputs = Path(out_dir), np.asarray(faces), info, outputs
+    def __init__(self, jobs, faces, info, options: ImageRunOptions):
+        self.out_dir, self.faces, self.info = Path(options.out_dir), np.asarray(faces), info
+        self.outputs, arrays_file = options.outputs, options.arrays_file
         self.arrays_file = None
         self.first_row = {}                 # job -> its first row in the arrays file
         if arrays_file is not None:
@@ -71,13 +82,13 @@ class _Run:
                 self.first_row[job], rows = rows, rows + job.num_animals
             self.arrays_file = ArraysFile(arrays_file, [str(j.path) for j in jobs for _ in range(j.num_animals)],
                                           [k for j in jobs for k in range(j.num_animals)])
-            self.outputs = tuple(kind for kind in outputs if kind != "arrays")     # the file has them
+            self.outputs = tuple(kind for kind in self.outputs if kind != "arrays")     # the file has them
         self.summary = RunSummary()
         self.lock = threading.Lock()
         self.remaining = {job: job.num_animals for job in jobs}     # animals not yet finished
         self.exported = {job: 0 for job in jobs}
-        self.bar = tqdm(total=len(jobs), unit="image", disable=None if progress is None else not progress,
-                        file=sys.stderr)
+        self.bar = tqdm(total=len(jobs), unit="image", file=sys.stderr,
+                        disable=None if options.progress is None else not options.progress)
 
     def fail(self, job, message, box_indices):
         """Reports one failure line and finishes the given animals without output."""
@@ -159,21 +170,18 @@ class _Run:
         self.finish(job, 1, exported=1)
 
 
-def run_inference(predictor, jobs, out_dir, faces, info: dict, workers: int = 4,
-                  progress: bool | None = None, outputs=tuple(OUTPUTS), arrays_file=None) -> RunSummary:
+def run_inference(predictor, jobs, info: dict, options: ImageRunOptions) -> RunSummary:
     """Runs `predictor` on every box of every job and exports each animal to OUT/<folder>/.
 
-    faces [F, 3] of the body model (mesh.obj, overlay); info: JSON-ready metadata copied into
-    every result.json (checkpoint, body model, ...). progress None shows the bar on terminals.
-    outputs: what each folder gets (keys of export.OUTPUTS; the overlay is rendered only if asked).
-    arrays_file: a .npz path that gets every animal's arrays (`export.ArraysFile`) instead of
-    the folders; written only when the run ends, and not at all if it is interrupted.
-    Failure lines go to stderr as they happen and are returned in the summary.
+    info: JSON-ready metadata copied into every result.json (checkpoint, body model, ...; a
+    `LoadedModel`'s). The overlay is rendered only if `options.outputs` asks for it; an arrays
+    file (`export.ArraysFile`) is written only when the run ends, and not at all if it is
+    interrupted. Failure lines go to stderr as they happen and are returned in the summary.
     """
     start = time.perf_counter()
-    run = _Run(jobs, out_dir, faces, info, progress, outputs, arrays_file)
+    run = _Run(jobs, predictor.variables["smal"]["model"].faces, info, options)
     try:
-        _pipeline(run, predictor, jobs, workers)
+        _pipeline(run, predictor, jobs, options.workers)
     except BaseException:
         if run.arrays_file is not None:
             run.arrays_file.abort()

@@ -1,4 +1,4 @@
-"""A sequence's tracks on disk, in one folder written atomically (as `animax.inference.export`):
+"""A sequence's tracks on disk, in one folder written atomically (`animax.files.AtomicFolder`):
 
     OUT/<clip>/  track_<id>.npz          per-frame arrays ("arrays"): frames, keypoints2d (pixels),
                                          keypoints3d, joints, betas, pose, cam, cam_t_full,
@@ -18,7 +18,6 @@ inside the frame and 0 outside.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import jax
@@ -26,10 +25,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from animax.image.raster import render
-from animax.inference.export import new_folder_beside, replace_folder
-from animax.inference.frames import VideoWriter
-from animax.inference.gltf import CAMERA_TO_GLTF, write_glb
-from animax.inference.overlay import blend_mesh, draw_keypoints
+from animax.files import AtomicFolder
+from animax.track.frames import VideoWriter
+from animax.track.gltf import CAMERA_TO_GLTF, write_glb
+from animax.viz.overlay import blend_mesh, draw_keypoints
 from animax.smal.constants import KEYPOINT_NAMES
 from animax.smal.model import smal_forward
 
@@ -51,13 +50,11 @@ def track_files(track_id: int, outputs) -> list[str]:
 
 def write_sequence(folder, tracks, body, fps: float, num_frames: int, info: dict, outputs=SEQUENCE_OUTPUTS,
                    frames=None) -> None:
-    """Writes `tracks` (TrackResults of `animax.inference.sequence`) into `folder`, replacing an
+    """Writes `tracks` (TrackResults of `animax.track.sequence`) into `folder`, replacing an
     earlier one. body: the SMAL model the tracks were predicted with; fps and num_frames of the
     sequence; info: JSON-ready metadata for sequence.json; frames: a fresh iterator of the
     sequence's frames, needed for "overlay" (the video is read a second time)."""
-    folder = Path(folder)
-    tmp = new_folder_beside(folder)
-    try:
+    with AtomicFolder(folder) as tmp:
         for track in tracks:
             if "arrays" in outputs:
                 np.savez(tmp / f"track_{track.id}.npz", frames=track.frames, **track.arrays)
@@ -78,10 +75,6 @@ def write_sequence(folder, tracks, body, fps: float, num_frames: int, info: dict
                                   for t in tracks],
                        "files": files}
             (tmp / SEQUENCE_FILE).write_text(json.dumps(summary, indent=2))
-        replace_folder(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def deeplabcut_table(track, num_frames: int):

@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: $(STAMP)
 	$(VENV)/bin/python infer.py --input examples/standin_quadruped.png --out_dir out/demo
 
-# pytest exits 5 when it collects nothing; that is not a failure of the code. -rs lists skip reasons.
+# The linter first (pyproject.toml's [tool.ruff]), so the settings cannot rot. pytest exits 5 when
+# it collects nothing; that is not a failure of the code. -rs lists skip reasons.
 test: $(STAMP)
+	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/python -m pytest -q -rs $(ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 test-slow: $(STAMP)

@@ -18,22 +18,21 @@ import jax
 import numpy as np
 import pytest
 import trimesh
+from conftest import SHARED_DATA, random_smal_arrays
+from nn_reference import U, assert_within, f32_tol, pipeline_steps, rel_err
 from PIL import Image
 
 import infer
 from animax.image import raster
-from animax.predict import export, inputs
-from animax.viz import overlay
-from animax.loading import random_model
-from animax.predict.predictor import Predictor
 from animax.image.crop import IMAGE_MEAN, IMAGE_STD
 from animax.image.io import load_image
-from animax.predict.predictor import prepare
+from animax.loading import random_model
+from animax.predict import export, inputs
+from animax.predict.predictor import Predictor, prepare
 from animax.smal import load_smal, save_smal
 from animax.smal.io import smal_model_from_arrays
+from animax.viz import overlay
 from configs import tiny
-from conftest import SHARED_DATA, random_smal_arrays
-from nn_reference import U, assert_within, f32_tol, pipeline_steps, rel_err
 
 REPO = Path(__file__).resolve().parents[1]
 HORSE = SHARED_DATA / "animer_examples" / "000000015956_horse.png"
@@ -431,9 +430,7 @@ def test_without_ckpt_the_shipped_model_is_the_default(tmp_path, monkeypatch):
     np.testing.assert_array_equal(leaf, jax.tree_util.tree_leaves(shipped["params"])[0], err_msg=str(path))
     for kwargs in ({"random_weights": True}, {"config": "configs/tiny.py"}):
         assert loading.uses_random_weights(**kwargs)
-        random = loading.load_model_or_random(**kwargs)
-        random_variables, info = random.variables, random.info
-        assert info["weights"].startswith("random"), kwargs
+        assert loading.load_model_or_random(**kwargs).info["weights"].startswith("random"), kwargs
     monkeypatch.setattr(loading, "SHIPPED_MODEL", tmp_path / "absent")
     assert loading.uses_random_weights() and loading.load_model_or_random().info["weights"].startswith("random")
 

@@ -60,9 +60,9 @@ def make_optimizer(config, trainable):
     opt = config.optim
     labels = leaf_labels(trainable, config.trainable)
     adamw = optax.adamw(learning_rate_schedule(config), b1=opt.b1, b2=opt.b2, eps=opt.eps,
-                        weight_decay=opt.weight_decay, mask=jax.tree.map(lambda l: l == "decay", labels))
+                        weight_decay=opt.weight_decay, mask=jax.tree.map(lambda label: label == "decay", labels))
     return optax.multi_transform({"trained": adamw, "frozen": optax.set_to_zero()},
-                                 jax.tree.map(lambda l: "frozen" if l == "frozen" else "trained", labels))
+                                 jax.tree.map(lambda label: "frozen" if label == "frozen" else "trained", labels))
 
 
 def clip_factor(limit, grad_norm):

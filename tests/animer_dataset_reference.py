@@ -79,11 +79,13 @@ def animer_example(rgb, mask, record, scale=1.0, rot=0.0, tx=0.0, ty=0.0, color=
 
 
 def warp_error_bound(image):
-    """cv2's uint8 bilinear warp against exact bilinear sampling, in grey levels: it reads the
-    source at coordinates rounded to 1/32 pixel (INTER_BITS 5; off by <= 1/64 per axis, plus the
-    1/1024 rounding of its affine steps), with 15-bit weights, and rounds the sum half up.
-    A value's error is then <= the largest step between neighbouring pixels x (1/64 + 1/1024)
-    per axis, + 255 x 2^-14 for the weights, + 0.5 for the rounding."""
+    """How far cv2's uint8 bilinear warp can be from exact bilinear sampling rounded half up (what
+    animax's dataset crop makes), in grey levels. cv2 reads the source at coordinates rounded to
+    1/32 pixel (INTER_BITS 5: off by <= 1/64 per axis, plus the 1/1024 rounding of its affine
+    steps) with 15-bit weights: its sum is within e = the largest step between neighbouring
+    pixels x 2 (1/64 + 1/1024) + 255 x 2^-14 of the exact value. Both then round to whole grey
+    levels, which can part two values less than 1 apart by one level: the bound is 1 + floor(e),
+    one grey level for pictures whose neighbours differ by less than ~30 levels."""
     image = np.asarray(image, np.float64)
     step = max(np.abs(np.diff(image, axis=0)).max(), np.abs(np.diff(image, axis=1)).max())
-    return 0.5 + 2 * step * (1 / 64 + 1 / 1024) + 255 * 2.0 ** -14
+    return 1.0 + np.floor(2 * step * (1 / 64 + 1 / 1024) + 255 * 2.0 ** -14)

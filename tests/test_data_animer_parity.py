@@ -252,3 +252,100 @@ def test_rotation_turns_keypoints_3d_and_global_orient_as_animer():
     # Joints 1.. are local rotations: untouched by an in-plane rotation.
     np.testing.assert_allclose(out["pose"][1:], axis_angle_to_rotmat(stored(rec)["pose"][1:].astype(np.float64),
                                                                      xp=np), atol=1e-6)
+
+
+# ---- --mode eval against AniMer's eval.py on the same inputs
+def animer_metrics(pred_kp2d, pred_kp3d, pred_vertices, gt_kp2d, gt_kp3d, gt_vertices, mask):
+    """amr/utils/evaluate_metric.py's Evaluator on one batch (torch): PCK@0.1 / 0.15 of
+    sqrt(mask area) in crop pixels, AUC over 100 thresholds, PA-MPJPE about keypoint 7 and
+    PA-MPVPE (Procrustes with scale via torch.svd), x 1000."""
+    import torch
+
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    pred2, gt2, conf = (t(pred_kp2d) + 0.5) * 256, (t(gt_kp2d)[..., :2] + 0.5) * 256, t(gt_kp2d)[..., 2]
+    area = t(mask).reshape(len(mask), -1).sum(-1, keepdim=True)
+
+    def pck(th):
+        hits = (torch.norm(pred2 - gt2, dim=-1) / torch.sqrt(area)) < th
+        return float(((hits.float() * conf).sum(-1) / conf.sum(-1)).mean())
+
+    def procrustes(s1, s2):
+        s1, s2 = s1.permute(0, 2, 1), s2.permute(0, 2, 1)
+        x1, x2 = s1 - s1.mean(2, keepdim=True), s2 - s2.mean(2, keepdim=True)
+        k = x1 @ x2.permute(0, 2, 1)
+        u, _, v = torch.svd(k)
+        z = torch.eye(3).repeat(len(k), 1, 1)
+        z[:, -1, -1] *= torch.sign(torch.linalg.det(u @ v.permute(0, 2, 1)))
+        r = v @ z @ u.permute(0, 2, 1)
+        scale = (r @ k).diagonal(dim1=-1, dim2=-2).sum(-1) / (x1 ** 2).sum((1, 2))
+        out = scale[:, None, None] * (r @ s1) + (s2.mean(2, keepdim=True) - scale[:, None, None] * (r @ s1.mean(2, keepdim=True)))
+        return out.permute(0, 2, 1)
+
+    def pa_error(pred, gt):
+        return float((torch.sqrt(((procrustes(pred, gt) - gt) ** 2).sum(-1)).mean(-1) * 1000).mean())
+
+    p3, g3 = t(pred_kp3d), t(gt_kp3d)[..., :3]
+    thresholds = np.linspace(0.0, 1.0, 100)
+    return {"pck@0.1": pck(0.1), "pck@0.15": pck(0.15),
+            "auc": float(np.trapezoid([pck(th) for th in thresholds], thresholds)),
+            "pa_mpjpe": pa_error(p3 - p3[:, 7:8], g3 - g3[:, 7:8]), "pa_mpvpe": pa_error(t(pred_vertices), t(gt_vertices))}
+
+
+@pytest.mark.slow
+def test_eval_mode_gives_animer_eval_metrics(animal3d_folder, tmp_path, capsys):
+    """A converted (tiny, random) AniMer checkpoint evaluated by `--mode eval` on the built folder
+    gives, metric by metric, what AniMer's pipeline gives: its crops (cv2), a PyTorch forward from
+    the state dict, its Evaluator. One batch (AniMer averages batch means: equal here)."""
+    import cv2
+    import smplx.lbs as smplx_lbs
+    import torch
+
+    import convert_weights
+    from animax import load_smal
+    from animax.saved_model import read_config
+    from animax.train import loop
+    from configs import animal3d
+    from test_convert import animer_state, torch_pipeline, write_lightning_ckpt
+
+    root, records, _ = animal3d_folder
+    sd = animer_state(seed=3)
+    write_lightning_ckpt(tmp_path / "animer.ckpt", sd)
+    assert convert_weights.main([str(tmp_path / "animer.ckpt"), str(tmp_path / "ckpt")]) == 0
+    config = animal3d.get_config()
+    config.model = read_config(tmp_path / "ckpt")[0].model
+    config.init.path = str(tmp_path / "ckpt")
+    config.data.root = str(root / "data")
+    config.data.worker_count = 0
+    config.data.prefetch = 0
+    config.eval_batch_size = 8
+    config.eval_overlays = 0
+    assert loop.run(config, tmp_path / "run", mode="eval") == 0
+    table = capsys.readouterr().out.split("-------- Evaluate ")[1]
+    rows = dict(line.split(": ", 1) for line in table.splitlines() if ": " in line)
+    ours = {"pa_mpjpe": rows["Avg PA-MPJPE"], "pa_mpvpe": rows["Avg PA-MPVPE"], "auc": rows["AUC"],
+            "pck@0.1": rows["PCK@0.1"], "pck@0.15": rows["PCK@0.15"]}
+
+    body = load_smal()
+    examples = [animer_example(*picture(root, rec), rec) for rec in records]
+    with torch.no_grad():
+        out = torch_pipeline(sd, np.stack([e["img"] for e in examples]).astype(np.float32), body)
+    sets = body.keypoint_vertex_sets
+    keypoints = torch.stack([out["vertices"][:, list(s)].mean(1) for s in sets], 1)
+    cam = out["cam"]
+    cam_t = torch.stack([cam[:, 1], cam[:, 2], 2 * 1000.0 / (256 * cam[:, 0] + 1e-9)], -1)
+    moved = keypoints + cam_t[:, None]
+    kp2d = 1000.0 / 256 * moved[..., :2] / moved[..., 2:]
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
+    gt_pose = np.stack([[cv2.Rodrigues(np.asarray(p, np.float64))[0] for p in np.reshape(rec["pose"], (35, 3))]
+                        for rec in records])
+    gt_vertices, _ = smplx_lbs.lbs(t([rec["shape"] + rec["shape_extra"] for rec in records]), t(gt_pose),
+                                   t(body.v_template), t(body.shapedirs), t(body.posedirs), t(body.j_regressor),
+                                   torch.tensor(np.asarray(body.parents)), t(body.lbs_weights), pose2rot=False)
+    reference = animer_metrics(kp2d, keypoints, out["vertices"], np.stack([e["keypoints_2d"] for e in examples]),
+                               np.stack([e["keypoints_3d"] for e in examples]), gt_vertices,
+                               np.stack([e["mask"] for e in examples]))
+    for name, value in reference.items():
+        # PCK / AUC count hits: equal unless a distance sits within float32 noise of a threshold.
+        # The 3D errors: float32 forwards of the same weights (~1e-5 relative), in mm.
+        np.testing.assert_allclose(float(ours[name]), value, rtol=1e-4, atol=1e-6, err_msg=name)
+    print({name: (float(ours[name]), value) for name, value in reference.items()})

@@ -45,6 +45,7 @@ INFLATION_ALLOWANCE = 1 << 20      # ... or to 1 MiB, whichever is larger (torch
 MAX_DIMS = 64                      # tensor rank
 BROADCAST_ALLOWANCE = 16 << 20     # a tensor may exceed its storage's bytes (0-stride views) up to this
 CACHE_BYTES = 64 << 20             # storage bytes kept for further views of the same storage
+MAX_EXTENT = 1 << 62               # product of the non-zero sizes x itemsize (numpy's own limit is 2**63)
 
 
 class UnsafeCheckpointError(RefusedFileError):
@@ -108,9 +109,10 @@ class LazyTensor:
             return np.empty(self.shape, self.dtype)
         flat = self.storage.array(self.name)
         itemsize = self.dtype.itemsize
-        view = np.lib.stride_tricks.as_strided(
-            flat[self.offset:], shape=self.shape, strides=[s * itemsize for s in self.stride],
-            writeable=False)
+        # A size-1 dimension's stride is never used (and may be any size): 0 keeps it in range.
+        strides = [0 if d == 1 else s * itemsize for d, s in zip(self.shape, self.stride)]
+        view = np.lib.stride_tricks.as_strided(flat[self.offset:], shape=self.shape, strides=strides,
+                                               writeable=False)
         return np.array(view, dtype=self.dtype, copy=True)
 
 
@@ -139,9 +141,12 @@ def _tensor_problem(storage, offset, shape, stride) -> str | None:
         return f"{where}: negative offset, size or stride"
     if offset > storage.numel:
         return f"{where}: offset past the end of the storage"
-    numel = 1
+    numel = extent = 1
     for d in shape:
         numel *= d
+        extent *= max(d, 1)
+    if extent * storage.dtype.itemsize > MAX_EXTENT:
+        return f"{where}: sizes beyond what an array can describe"
     if numel == 0:
         return None
     last = offset + sum((d - 1) * s for d, s in zip(shape, stride))
@@ -159,6 +164,7 @@ class _Archive:
 
     def __init__(self, path: Path):
         self.path = path
+        self.size = path.stat().st_size
         self.zip, self.prefix = _open_zip(path)
         self.infos = {info.filename: info for info in self.zip.infolist()}
         self._cache: collections.OrderedDict[str, bytes] = collections.OrderedDict()
@@ -172,6 +178,8 @@ class _Archive:
         info = self.infos.get(name)
         if info is None:
             return f"member {name} does not exist in the archive"
+        if info.header_offset + 30 + len(info.orig_filename.encode()) + info.compress_size > self.size:
+            return f"member {name} runs past the end of the file ({info.compress_size} bytes at {info.header_offset})"
         if info.file_size != nbytes:
             return f"member {name} holds {info.file_size} bytes, the pickle declares {nbytes}"
         if info.compress_type == zipfile.ZIP_STORED:

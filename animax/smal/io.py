@@ -176,7 +176,10 @@ def load_smal(path=None, num_betas: int = 41) -> SMALModel:
     data = load_pickle(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a dict of SMAL arrays, found {type(data).__name__}")
-    return smal_model_from_arrays(data, num_betas, path.stem)
+    try:
+        return smal_model_from_arrays(data, num_betas, path.stem)
+    except ValueError as e:  # messages name the model (the file's stem): name the file
+        raise ValueError(f"{path}: {e}") from e
 
 
 def save_smal(model: SMALModel, path) -> None:

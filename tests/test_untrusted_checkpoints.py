@@ -12,7 +12,6 @@ names and compression as the case needs). Each file is also given to
 
 import collections
 import io
-import itertools
 import os
 import pickle
 import re
@@ -26,17 +25,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.sparse
 
 torch = pytest.importorskip("torch")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from conftest import chumpy_pickle_bytes, random_smal_arrays
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import convert_weights  # noqa: E402
-from animax.convert.torch_reader import (BROADCAST_ALLOWANCE, UnsafeCheckpointError,  # noqa: E402
-                                         read_torch_checkpoint)
-from animax.safe_pickle import UnsafePickleError  # noqa: E402
-from animax.smal import load_pickle, load_smal  # noqa: E402
-from conftest import chumpy_pickle_bytes, random_smal_arrays  # noqa: E402
+import convert_weights
+from animax.convert.torch_reader import (
+    BROADCAST_ALLOWANCE,
+    UnsafeCheckpointError,
+    read_torch_checkpoint,
+)
+from animax.safe_pickle import UnsafePickleError
+from animax.smal import load_pickle, load_smal
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "state_dict/backbone.blocks.0.attn.qkv.weight"
@@ -71,8 +73,7 @@ def write_zip(path, entries):
             f.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, e.method, 0, 0x21, e.crc, 0, 0, len(name), 0))
             f.write(name)
             start = f.tell()
-            for chunk in e.chunks:
-                f.write(chunk)
+            f.writelines(e.chunks)
             csize = f.tell() - start if e.compress_size is None else e.compress_size
             end = f.tell()
             f.seek(offset + 18)
@@ -81,8 +82,7 @@ def write_zip(path, entries):
             central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, e.method, 0, 0x21, e.crc,
                                        csize, e.size, len(name), 0, 0, 0, 0, 0, offset) + name)
         cd_offset = f.tell()
-        for record in central:
-            f.write(record)
+        f.writelines(central)
         f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central),
                             f.tell() - cd_offset, cd_offset, 0))
     return path

@@ -27,8 +27,13 @@ import ml_dtypes
 import numpy as np
 
 from animax.convert.pickled_configs import PICKLED_CONFIG_GLOBALS
-from animax.safe_pickle import (BASIC_GLOBALS, NUMPY_GLOBALS, RefusedFileError, RestrictedUnpickler,
-                                UnsafePickleError)
+from animax.safe_pickle import (
+    BASIC_GLOBALS,
+    NUMPY_GLOBALS,
+    RefusedFileError,
+    RestrictedUnpickler,
+    UnsafePickleError,
+)
 
 # torch.<Name>Storage -> element dtype.
 _STORAGE_DTYPES = {
@@ -61,7 +66,7 @@ class _StorageType:
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Storage:
     """One `data/<key>` member. `problem` says why it cannot be used (checked before any read)."""
-    archive: "_Archive"
+    archive: _Archive
     member: str
     dtype: np.dtype
     numel: int

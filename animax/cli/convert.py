@@ -88,11 +88,14 @@ def _release_freed_tensors_to_os():
 def main(argv=None) -> int:
     args = parse_args(argv)
     _release_freed_tensors_to_os()
-    from animax.safe_pickle import UnsafePickleError
+    from animax.safe_pickle import RefusedFileError, UnsafePickleError
     try:
         return to_torch(args) if args.to_torch else to_animax(args)
-    except (OSError, ValueError, UnsafePickleError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, ValueError, RefusedFileError, UnsafePickleError) as e:
+        # Refused files (UnsafePickleError, torch_reader.UnsafeCheckpointError: both ValueErrors)
+        # give one line naming the file; no traceback.
+        message = " ".join(str(e).splitlines()) if isinstance(e, RefusedFileError) else str(e)
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
 

@@ -244,6 +244,11 @@ def convert(src, smal=None, progress=True) -> tuple[ml_collections.ConfigDict, d
             report.mismatched.append((name, tuple(tensor.shape), None if want is None else tuple(want.shape)))
             continue
         plan.append((name, rule, path))
+    # Views of one storage (tied or sliced weights) next to each other: each storage is read once.
+    first_use = {}
+    for name, _, _ in plan:
+        first_use.setdefault(tensors[name].storage.member, len(first_use))
+    plan.sort(key=lambda item: first_use[tensors[item[0]].storage.member])
     # Initialise what the checkpoint lacks first, while little memory is in use.
     _fill_missing(model, out, expected, {path for _, _, path in plan}, kind, report)
 

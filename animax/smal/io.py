@@ -68,8 +68,52 @@ def load_pickle(path) -> object:
     return resolve_chumpy(data, str(path))
 
 
-def _dense(x):
-    return x.toarray() if scipy.sparse.issparse(x) else np.asarray(x)
+def _dense(x, shape, where):
+    """A (possibly sparse) matrix as a dense array of the expected `shape`. A pickled sparse
+    matrix is rebuilt from its pickled fields without scipy's checks, and scipy's C kernels
+    trust its indices: they are checked here before anything is densified."""
+    if not scipy.sparse.issparse(x):
+        return np.asarray(x)
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{where}: sparse matrix of shape {x.shape}, expected {tuple(shape)}")
+    try:
+        if x.format in ("csr", "csc", "bsr"):
+            x.check_format(full_check=True)
+        elif x.format == "coo":
+            coords = [np.asarray(c) for c in (x.row, x.col)]
+            if not all(c.ndim == 1 and c.dtype.kind in "iu" and len(c) == len(np.asarray(x.data))
+                       and (len(c) == 0 or (c.min() >= 0 and c.max() < n)) for c, n in zip(coords, shape)):
+                raise ValueError("coordinates outside the matrix")
+        else:
+            raise ValueError(f"sparse format {x.format} is not read (csr, csc, bsr, coo are)")
+    except (ValueError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"{where}: invalid sparse matrix ({e})") from e
+    return x.toarray()
+
+
+def _check_shapes(data: dict, name: str):
+    """The arrays' shapes agree with each other before any is used (a lying file must not make
+    later steps allocate or index by its sizes)."""
+    def shape(key):
+        value = data[key]
+        return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+    v = shape("v_template")
+    if len(v) != 2 or v[1] != 3:
+        raise ValueError(f"{name}: v_template has shape {v}, expected (V, 3)")
+    num_vertices = v[0]
+    kintree = shape("kintree_table")
+    if len(kintree) != 2 or kintree[0] != 2:
+        raise ValueError(f"{name}: kintree_table has shape {kintree}, expected (2, J)")
+    num_joints = kintree[1]
+    expected = {"shapedirs": (num_vertices, 3, None), "posedirs": (num_vertices, 3, 9 * (num_joints - 1)),
+                "weights": (num_vertices, num_joints), "J_regressor": (num_joints, num_vertices), "f": (None, 3)}
+    for key, want in expected.items():
+        got = shape(key)
+        if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
+            raise ValueError(f"{name}: {key} has shape {got}, expected {tuple('*' if w is None else w for w in want)}")
+    faces = np.asarray(data["f"])
+    if faces.dtype.kind not in "iu" or (faces.size and (faces.min() < 0 or faces.max() >= num_vertices)):
+        raise ValueError(f"{name}: f holds vertex indices outside 0..{num_vertices - 1}")
 
 
 def _parents_from_kintree(kintree_table):
@@ -85,6 +129,7 @@ def smal_model_from_arrays(data: dict, num_betas: int, name: str) -> SMALModel:
     missing = [k for k in required if k not in data]
     if missing:
         raise ValueError(f"{name}: not a SMAL model file, missing keys {missing}")
+    _check_shapes(data, name)
     shapedirs = np.asarray(data["shapedirs"])
     if shapedirs.shape[-1] < num_betas:
         raise ValueError(f"{name}: has {shapedirs.shape[-1]} shape directions, {num_betas} requested")
@@ -101,7 +146,7 @@ def smal_model_from_arrays(data: dict, num_betas: int, name: str) -> SMALModel:
     keypoint_names = tuple(data.get("keypoint_names", constants.KEYPOINT_NAMES))
     return make_smal_model(
         v_template=v_template, shapedirs=shapedirs[..., :num_betas], posedirs=data["posedirs"],
-        j_regressor=_dense(data["J_regressor"]), lbs_weights=np.asarray(data["weights"]),
+        j_regressor=_dense(data["J_regressor"], (len(parents), v_template.shape[0]), f"{name}: J_regressor"), lbs_weights=np.asarray(data["weights"]),
         faces=np.asarray(data["f"]), parents=parents, joint_names=joint_names,
         keypoint_names=keypoint_names, keypoint_vertex_sets=sets, name=name)
 
@@ -131,7 +176,10 @@ def load_smal(path=None, num_betas: int = 41) -> SMALModel:
     data = load_pickle(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a dict of SMAL arrays, found {type(data).__name__}")
-    return smal_model_from_arrays(data, num_betas, path.stem)
+    try:
+        return smal_model_from_arrays(data, num_betas, path.stem)
+    except ValueError as e:  # messages name the model (the file's stem): name the file
+        raise ValueError(f"{path}: {e}") from e
 
 
 def save_smal(model: SMALModel, path) -> None:

@@ -57,7 +57,8 @@ def read_labels(path: Path) -> list[LabeledFrame]:
     if path.suffix == ".h5":
         return _read_h5(path)
     if path.stat().st_size > MAX_CSV_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than the limit of {MAX_CSV_BYTES} for a label file")
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than the limit of {MAX_CSV_BYTES} "
+                         "for a label file")
     with open(path, newline="", encoding="utf-8-sig") as f:
         try:
             return _read_csv(path, csv.reader(_bounded_lines(path, f)))

@@ -300,7 +300,8 @@ class _Reader:
             codes.append(level_codes)
         if len({len(c) for c in codes}) > 1:
             raise self.fail(group, f"index {key!r} has levels of different lengths")
-        return list(zip(*([level[c] for c in level_codes.tolist()] for level, level_codes in zip(levels, codes)))), tuple(names)
+        columns = ([level[c] for c in level_codes.tolist()] for level, level_codes in zip(levels, codes))
+        return list(zip(*columns)), tuple(names)
 
     def index_node(self, node) -> tuple[list, object]:
         kind = self.text_attr(node, "kind", "")

@@ -18,11 +18,12 @@ from pathlib import Path
 MAX_JSON_BYTES = 512 << 20
 
 
-def read_json(path, what: str = "JSON file", max_bytes: int = MAX_JSON_BYTES):
+def read_json(path, what: str = "JSON file", max_bytes: int | None = None):
     """A JSON file's content; ValueError naming the file when it is missing, unreadable, larger
-    than max_bytes, not JSON, nested too deeply or holds an integer too long to convert.
+    than max_bytes (default MAX_JSON_BYTES), not JSON, nested too deeply or holds an integer too long to convert.
     NaN and Infinity are accepted (Python writes them): the callers check numbers they use."""
     path = Path(path)
+    max_bytes = MAX_JSON_BYTES if max_bytes is None else max_bytes
     try:
         size = path.stat().st_size
         if size > max_bytes:

@@ -59,6 +59,9 @@ def read_labels(path: Path) -> list[LabeledFrame]:
     if path.stat().st_size > MAX_CSV_BYTES:
         raise ValueError(f"{path}: {path.stat().st_size} bytes, more than the limit of {MAX_CSV_BYTES} "
                          "for a label file")
+    lines = _count_lines(path)
+    if lines > MAX_ROWS + len(_HEADER_NAMES):
+        raise ValueError(f"{path}: {lines} lines, more than the limit of {MAX_ROWS} labelled rows for a label file")
     with open(path, newline="", encoding="utf-8-sig") as f:
         try:
             return _read_csv(path, csv.reader(_bounded_lines(path, f)))
@@ -66,6 +69,16 @@ def read_labels(path: Path) -> list[LabeledFrame]:
             raise ValueError(f"{path}: not a readable CSV ({e})") from None
         except UnicodeDecodeError as e:
             raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+
+
+def _count_lines(path) -> int:
+    """Line breaks in the file, counted in 1 MiB chunks: a file of too many rows is refused
+    before any row is parsed or held."""
+    count = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count
 
 
 def _bounded_lines(path, f):

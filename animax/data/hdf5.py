@@ -177,7 +177,7 @@ class _Reader:
         for i in range(nblocks):
             items, _ = self.read_index(group, f"block{i}_items")
             node = self.dataset(group, f"block{i}_values")
-            block = self.numbers(node)
+            block = self.numbers(node, rows=True)
             if block.ndim != 2:
                 raise self.fail(node, f"shape {block.shape}, expected [rows, items]")
             if not self.truthy_attr(node, "transposed", True):
@@ -199,7 +199,7 @@ class _Reader:
         nrows = table.shape[0]
         if nrows > self.max_rows:
             raise self.fail(table, f"{nrows} rows, more than the limit of {self.max_rows}")
-        self.check_dataset(table)
+        self.check_dataset(table, rows=True)
         for field in table.dtype.names:
             base = table.dtype.fields[field][0].base
             if base.kind not in "fiubS":
@@ -278,8 +278,9 @@ class _Reader:
     def read_index(self, group, key) -> tuple[list[tuple], tuple]:
         """An axis or block-items index of a fixed frame: (tuples, level names)."""
         variety = self.text_attr(group, f"{key}_variety")
+        rows = key == "axis1"
         if variety == "regular":
-            values, name = self.index_node(self.dataset(group, key))
+            values, name = self.index_node(self.dataset(group, key), rows)
             return [(v,) for v in values], (name,)
         if variety != "multi":
             raise self.fail(group, f"index {key!r} of variety {variety!r}")
@@ -288,9 +289,9 @@ class _Reader:
             raise self.fail(group, f"index {key!r} with {nlevels} levels")
         levels, names, codes = [], [], []
         for i in range(nlevels):
-            values, name = self.index_node(self.dataset(group, f"{key}_level{i}"))
+            values, name = self.index_node(self.dataset(group, f"{key}_level{i}"), rows)
             node = self.dataset(group, f"{key}_label{i}")
-            level_codes = self.numbers(node)
+            level_codes = self.numbers(node, rows=rows)
             if level_codes.ndim != 1 or level_codes.dtype.kind not in "iu":
                 raise self.fail(node, "codes are not a list of integers")
             if level_codes.size and (level_codes.min() < -1 or level_codes.max() >= len(values)):
@@ -303,12 +304,12 @@ class _Reader:
         columns = ([level[c] for c in level_codes.tolist()] for level, level_codes in zip(levels, codes))
         return list(zip(*columns)), tuple(names)
 
-    def index_node(self, node) -> tuple[list, object]:
+    def index_node(self, node, rows=False) -> tuple[list, object]:
         kind = self.text_attr(node, "kind", "")
         if kind not in _LABEL_KINDS:
             raise self.fail(node, f"index of kind {kind!r} (only text and numbers are read)")
         name = _plain(self.pickled_attr(node, "name", None)) if "name" in node.attrs else None
-        data = self.numbers(node, text=kind == "string")
+        data = self.numbers(node, text=kind == "string", rows=rows)
         if "shape" in node.attrs and data.size <= 1 and 0 in np.atleast_1d(node.attrs["shape"]):
             return [], name                                    # pandas' sentinel for an empty index
         if data.ndim != 1:
@@ -352,14 +353,15 @@ class _Reader:
             raise self.fail(node, "not a dataset")
         return node
 
-    def check_dataset(self, node) -> None:
-        """Refuses storage outside the file and declared sizes beyond the limits."""
+    def check_dataset(self, node, rows=False) -> None:
+        """Refuses storage outside the file and declared sizes beyond the limits (rows: the
+        first axis counts the frame's rows)."""
         if node.dtype.kind == "O" or node.dtype.hasobject or h5py_vlen(node.dtype):
             raise self.fail(node, f"object/pickled data ({node.dtype}) is never read")
         if node.is_virtual or node.external:
             raise self.fail(node, "data stored outside the file is never read")
         shape = node.shape or ()
-        if shape and shape[0] > self.max_rows:
+        if rows and shape and shape[0] > self.max_rows:
             raise self.fail(node, f"{shape[0]} rows, more than the limit of {self.max_rows}")
         self.check_size(node, shape, node.dtype.itemsize)
         if node.chunks is None and math.prod(shape) * node.dtype.itemsize > self.file_size:
@@ -371,9 +373,9 @@ class _Reader:
         if size > self.max_bytes:
             raise self.fail(node, f"shape {tuple(shape)} is {size} bytes, more than the limit of {self.max_bytes}")
 
-    def numbers(self, node, text=False) -> np.ndarray:
+    def numbers(self, node, text=False, rows=False) -> np.ndarray:
         """A dataset of numbers (or, with text, fixed-width byte strings), read whole once checked."""
-        self.check_dataset(node)
+        self.check_dataset(node, rows)
         allowed = "fiubS" if text else "fiub"
         if node.dtype.kind not in allowed or node.dtype.names is not None:
             raise self.fail(node, f"holds {node.dtype}, not {'text or ' if text else ''}numbers")

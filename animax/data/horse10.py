@@ -91,7 +91,9 @@ class Horse10(AnimaxBuilder):
             frames_by_video[video_dir.name] = [
                 _Record(f.image, self._image_path(manual_dir, video_dir, f.image), f, identity, scale) for f in frames]
         if not frames_by_video:
-            raise ValueError(f"{labeled}: no readable label files")
+            why = "; ".join(s.detail if s.detail.startswith(s.file) else f"{s.file}: {s.detail or s.reason}"
+                            for s in self.skipped[:3])
+            raise ValueError(f"{labeled}: no readable label files" + (f" ({why})" if why else ""))
         if self.split_file:
             return self._splits_from_file(frames_by_video)
         return self._protocol_splits(frames_by_video)

@@ -71,7 +71,10 @@ class CocoKeypoints(AnimaxBuilder):
             roots = tuple(Path(r) for r in (self.image_dir, manual_dir, manual_dir / "data",
                                             manual_dir / "images", path.parent, path.parent.parent) if r)
             records = []
-            for ann in annotations:
+            for i, ann in enumerate(annotations):
+                if not isinstance(ann, dict):
+                    self.skip(split, path, "malformed annotation", f"annotations[{i}] is not an object")
+                    continue
                 image = images.get(ann.get("image_id"), {})
                 name = f"{path.name}:{ann.get('id', '?')} {image.get('file_name', '?')}"
                 records.append(_Record(name, ann, image, categories.get(ann.get("category_id"), {}), roots))

@@ -12,7 +12,6 @@ SMAL order.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from animax.data import features
 from animax.data.tfds_builder import (AnimaxBuilder, BadExample, check_example, clean_keypoints,
                                  find_annotation_splits, read_image, read_mask, resolve_image)
 from animax.smal.constants import NUM_JOINTS
+from animax.untrusted import read_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Animal3d(AnimaxBuilder):
         splits = {}
         for split, path in find_annotation_splits(manual_dir, self.annotations, self.split_index).items():
             try:
-                data = json.loads(Path(path).read_text())["data"]
+                data = read_json(path, "annotation file")["data"]
             except (OSError, ValueError, KeyError, TypeError) as e:
                 self.skip(split, path, "unreadable annotation file", str(e))
                 continue

@@ -13,7 +13,6 @@ category's supercategory or name (AP-10K: 'Canidae', ...) unless `family` is giv
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from animax.data import features
 from animax.data.tfds_builder import (AnimaxBuilder, BadExample, box_from_keypoints, check_example,
                                  clean_keypoints, find_annotation_splits, read_image, resolve_image)
 from animax.data.keypoint_maps import KeypointMap, find_keypoint_map, load_keypoint_map
+from animax.untrusted import read_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,7 @@ class CocoKeypoints(AnimaxBuilder):
         for split, path in find_annotation_splits(manual_dir, self.annotations, self.split_index).items():
             path = Path(path)
             try:
-                coco = json.loads(path.read_text())
+                coco = read_json(path, "annotation file")
                 images = {im["id"]: im for im in coco["images"]}
                 categories = {c["id"]: c for c in coco["categories"]}
                 annotations = coco["annotations"]
@@ -71,7 +71,10 @@ class CocoKeypoints(AnimaxBuilder):
             roots = tuple(Path(r) for r in (self.image_dir, manual_dir, manual_dir / "data",
                                             manual_dir / "images", path.parent, path.parent.parent) if r)
             records = []
-            for ann in annotations:
+            for i, ann in enumerate(annotations):
+                if not isinstance(ann, dict):
+                    self.skip(split, path, "malformed annotation", f"annotations[{i}] is not an object")
+                    continue
                 image = images.get(ann.get("image_id"), {})
                 name = f"{path.name}:{ann.get('id', '?')} {image.get('file_name', '?')}"
                 records.append(_Record(name, ann, image, categories.get(ann.get("category_id"), {}), roots))

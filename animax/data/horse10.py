@@ -19,7 +19,6 @@ split name to a list of video names and/or frame paths (as written in the label 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from animax.data import dlc, features
 from animax.data.tfds_builder import (AnimaxBuilder, BadExample, box_from_keypoints, check_example,
                                  clean_keypoints, read_image)
 from animax.data.keypoint_maps import load_keypoint_map
+from animax.untrusted import read_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +91,9 @@ class Horse10(AnimaxBuilder):
             frames_by_video[video_dir.name] = [
                 _Record(f.image, self._image_path(manual_dir, video_dir, f.image), f, identity, scale) for f in frames]
         if not frames_by_video:
-            raise ValueError(f"{labeled}: no readable label files")
+            why = "; ".join(s.detail if s.detail.startswith(s.file) else f"{s.file}: {s.detail or s.reason}"
+                            for s in self.skipped[:3])
+            raise ValueError(f"{labeled}: no readable label files" + (f" ({why})" if why else ""))
         if self.split_file:
             return self._splits_from_file(frames_by_video)
         return self._protocol_splits(frames_by_video)
@@ -120,7 +122,9 @@ class Horse10(AnimaxBuilder):
         return {name: records for name, records in splits.items() if records}
 
     def _splits_from_file(self, frames_by_video):
-        listing = json.loads(Path(self.split_file).read_text())
+        listing = read_json(self.split_file, "split file")
+        if not isinstance(listing, dict) or not all(isinstance(m, list) for m in listing.values()):
+            raise ValueError(f"{self.split_file}: expected an object mapping split names to lists")
         splits = {}
         for name, members in listing.items():
             if not re.fullmatch(r"[A-Za-z0-9_]+", name):

@@ -22,6 +22,8 @@ from tqdm import tqdm
 from animax.data import features
 from animax.image.io import load_image
 
+MAX_BOX_SCALE = 100        # check_example: a box's side at most this many times the image's
+
 
 class BadExample(Exception):
     """A record that cannot become an example. The report groups skips by `reason` (a short
@@ -139,12 +141,14 @@ def read_mask(path, image_size, image_id) -> bytes:
         raise BadExample(image_id, "missing file", str(path))
     try:
         with Image.open(path) as im:
+            # The size is the header's: checked before decoding, so a mask declaring a huge
+            # image (a decompression bomb) is refused without allocating it.
+            if (im.height, im.width) != tuple(image_size):
+                raise BadExample(image_id, "mask size differs from the image",
+                                 f"{path} is {im.width}x{im.height}, the image {image_size[1]}x{image_size[0]}")
             mask = np.asarray(im.convert("L"))
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         raise BadExample(image_id, "unreadable mask", f"{path}: {e}") from None
-    if mask.shape != tuple(image_size):
-        raise BadExample(image_id, "mask size differs from the image",
-                         f"{path} is {mask.shape[1]}x{mask.shape[0]}, the image {image_size[1]}x{image_size[0]}")
     return features.encode_png(mask)
 
 
@@ -178,6 +182,9 @@ def check_example(image_id, image_size, bbox, keypoints_2d, **arrays) -> None:
     height, width = image_size
     if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
         raise BadExample(image_id, "box outside the image", f"{box}, image {width}x{height}")
+    if max(x2 - x1, y2 - y1) > MAX_BOX_SCALE * max(width, height):
+        raise BadExample(image_id, "box far larger than the image",
+                         f"{box}, image {width}x{height} (limit: {MAX_BOX_SCALE} times its longer side)")
 
 
 def box_from_keypoints(keypoints_2d, margin) -> np.ndarray:

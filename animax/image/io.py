@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+# The most pixels an image may have: 100 megapixels, 300 MB as uint8 RGB. Checked from the file's
+# header before anything is decoded, so a small file declaring a huge image (a decompression
+# bomb) costs nothing. Camera-trap and DSLR photos are 12-50 megapixels.
+MAX_IMAGE_PIXELS = 100_000_000
+# Pillow warns at open past its own limit (89 megapixels) and raises past twice that. Our limit
+# decides instead (one error line, no warning beside it); a filter, not catch_warnings, because
+# images are decoded in several threads and catch_warnings is not thread-safe.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def load_image(path) -> np.ndarray:
@@ -13,7 +23,8 @@ def load_image(path) -> np.ndarray:
     as uint8 RGB [H, W, 3], EXIF orientation applied.
 
     Greyscale, palette, RGBA/LA (composited on black, as OpenCV drops alpha), CMYK and
-    16-bit images are converted. Raises ValueError naming the file if it cannot be decoded.
+    16-bit images are converted. Raises ValueError naming the file if it cannot be decoded or
+    has more than MAX_IMAGE_PIXELS pixels (checked before decoding).
     """
     return np.asarray(open_rgb(path))
 
@@ -23,15 +34,27 @@ def open_rgb(path) -> Image.Image:
     without another copy of the pixels)."""
     is_file_object = hasattr(path, "read")
     source = path if is_file_object else Path(path)
+    name = getattr(path, "name", "image bytes") if is_file_object else source
     try:
         with Image.open(source) as im:
+            width, height = im.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise _TooLarge(f"{name}: image of {width}x{height} pixels, more than the limit of "
+                                f"{MAX_IMAGE_PIXELS} pixels")
             im.load()
             # In place: the copying form copies every image, even one without an orientation tag.
             ImageOps.exif_transpose(im, in_place=True)
             return _to_rgb(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        name = getattr(path, "name", "image bytes") if is_file_object else source
-        raise ValueError(f"{name}: cannot read image ({e})") from None
+    except _TooLarge as e:
+        raise ValueError(str(e)) from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{name}: image larger than the limit of {MAX_IMAGE_PIXELS} pixels ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        raise ValueError(f"{name}: cannot read image ({type(e).__name__}: {e})") from None
+
+
+class _TooLarge(ValueError):
+    pass
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -22,9 +22,9 @@ infer.py reports it as not listed). Any malformed part raises BoxesFileError nam
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
+
+from animax.untrusted import read_json
 
 MEGADETECTOR_DEFAULT_CATEGORIES = ("animal",)
 # MegaDetector writes detections down to a confidence of about 0.005; its documentation suggests
@@ -51,15 +51,11 @@ def in_pixels(box, width, height):
 
 
 def load_json(path):
-    path = Path(path)
+    """A boxes or annotation file's JSON, within `animax.untrusted.read_json`'s size limit."""
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BoxesFileError(f"{path}: boxes file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BoxesFileError(f"{path}: cannot read boxes file ({e})") from None
-    except json.JSONDecodeError as e:
-        raise BoxesFileError(f"{path}: not valid JSON ({e})") from None
+        return read_json(path, "boxes file")
+    except ValueError as e:
+        raise BoxesFileError(str(e)) from None
 
 
 def is_megadetector(data) -> bool:

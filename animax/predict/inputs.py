@@ -33,6 +33,7 @@ from animax.predict.detections import (DEFAULT_MIN_SCORE, BoxesFileError, coco_b
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 BOX_FORMATS = ("xyxy", "xywh")
+MAX_BOX_SCALE = 100            # box_problem: a box's side at most this many times the image's
 
 
 @dataclass(frozen=True)
@@ -227,13 +228,17 @@ def _is_tail(tail, parts) -> bool:
 def box_problem(box, width, height) -> str | None:
     """Why a box (x1, y1, x2, y2) cannot be cropped from a width x height image, or None.
 
-    A box may stick out of the image (the crop is zero-padded) but must overlap it.
+    A box may stick out of the image (the crop is zero-padded) but must overlap it, and be no
+    more than MAX_BOX_SCALE times the image's longer side (a box of 1e300 pixels is a broken
+    file, not an animal).
     """
     x1, y1, x2, y2 = box
     if not all(math.isfinite(v) for v in box):
         return "non-finite coordinate"
     if x2 <= x1 or y2 <= y1:
-        return "zero area"
+        return "zero area" if x2 == x1 or y2 == y1 else "negative width or height"
     if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
         return f"outside the {width}x{height} image"
+    if max(x2 - x1, y2 - y1) > MAX_BOX_SCALE * max(width, height):
+        return f"more than {MAX_BOX_SCALE} times the size of the {width}x{height} image"
     return None

@@ -6,6 +6,7 @@ Nothing here holds more than one decoded frame: a two-hour clip costs what one f
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,18 @@ from typing import Iterator
 import numpy as np
 
 from animax.files import AtomicFile
-from animax.image.io import load_image
+from animax.image.io import MAX_IMAGE_PIXELS, load_image
 from animax.predict.inputs import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".m4v", ".webm"})
 FOLDER_FPS = 30.0          # an image folder's frame rate unless told
+# Videos are users' files. FFmpeg may only use the demuxers of VIDEO_SUFFIXES' containers (no
+# playlists or concat scripts that pull in other files or URLs) and only read the file itself.
+_OPEN_OPTIONS = {"format_whitelist": "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi", "protocol_whitelist": "file"}
+# A frame's size as its header declares it and as decoded: at most an image's (8K video is 33
+# megapixels). The frame count a header gives only sizes the progress bar; nothing is allocated by it.
+MAX_FRAME_PIXELS = MAX_IMAGE_PIXELS
+_MAX_FRAME_COUNT_HINT = 10**9
 
 
 class SequenceError(ValueError):
@@ -51,10 +59,11 @@ class Sequence:
         import av
 
         try:
-            with av.open(str(self.path)) as container:
+            with av.open(str(self.path), options=_OPEN_OPTIONS) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"          # FFmpeg's frame threads
-                for frame in container.decode(stream):
+                for index, frame in enumerate(container.decode(stream)):
+                    _check_frame_size(self.path, frame.width, frame.height, f"frame {index}")
                     yield frame.to_ndarray(format="rgb24")
         except av.FFmpegError as e:
             raise SequenceError(f"{self.path}: cannot decode video ({e})") from None
@@ -78,14 +87,24 @@ def open_sequence(path, fps: float | None = None) -> Sequence:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), options=_OPEN_OPTIONS) as container:
             if not container.streams.video:
                 raise SequenceError(f"{path}: no video stream")
             stream = container.streams.video[0]
+            _check_frame_size(path, stream.codec_context.width, stream.codec_context.height, "the header")
             rate = float(fps or stream.average_rate or stream.guessed_rate or FOLDER_FPS)
-            return Sequence(path, rate, int(stream.frames) or None)
+            if not (math.isfinite(rate) and rate > 0):
+                raise SequenceError(f"{path}: frame rate {rate} in the header")
+            frames = int(stream.frames)
+            return Sequence(path, rate, frames if 0 < frames <= _MAX_FRAME_COUNT_HINT else None)
     except av.FFmpegError as e:
         raise SequenceError(f"{path}: cannot open video ({e})") from None
+
+
+def _check_frame_size(path, width, height, where) -> None:
+    if width * height > MAX_FRAME_PIXELS:
+        raise SequenceError(f"{path}: {where} declares {width}x{height} pixels, more than the limit of "
+                            f"{MAX_FRAME_PIXELS} per frame")
 
 
 class VideoWriter:

@@ -30,8 +30,12 @@ from animax.files import replace_folder
 # Options: flag (= builder keyword) -> (type, help). Each builder takes the ones its __init__ names.
 _OPTIONS = {
     "keypoint_map": (str, "keypoint map name or config path (horse10, coco_keypoints)"),
-    "split_file": (str, "horse10: JSON {split: [video or frame path, ...]} instead of the protocol split"),
-    "split_seed": (int, "horse10: seed choosing the training horses and frames (Horse-10 shuffle 1, 2, 3)"),
+    "shuffle": (int, "horse10: which of the project's shuffles (Horse-10: 1, 2, 3; default 1), read from its "
+                     "Documentation_data-*shuffle<k>.pickle or TrainTestInfo_shuffle<k>.csv"),
+    "split_file": (str, "horse10: a Documentation_data-*.pickle, a TrainTestInfo_shuffle<k>.csv, or JSON "
+                        "{split: [video or frame path, ...]} instead of the files the project holds"),
+    "split_seed": (int, "horse10, projects without split files only: seed drawing the training horses and "
+                        "frames (default: the shuffle number); not Horse-10's published split"),
     "annotations": (str, "animal3d, coco_keypoints: split=path.json[,split=path.json...] instead of "
                          "finding the files by name"),
     "split_index": (int, "animal3d, coco_keypoints: which numbered split files to use (e.g. 1 for *-split1.json)"),
@@ -105,6 +109,8 @@ def build(name, manual_dir, data_dir, progress=True, **options) -> dict:
             "options": {k: str(v) for k, v in options.items()}, "examples": splits,
             "skipped": [dataclasses.asdict(s) for s in builder.skipped],
         }
+        if getattr(builder, "sources", None):          # where a builder's splits etc. came from
+            report["sources"] = dict(builder.sources)
         built = Path(builder.data_dir)
         (built / "build_report.json").write_text(json.dumps(report, indent=1))
         final = data_dir / name / built.name
@@ -119,6 +125,7 @@ def format_report(report) -> str:
     """The report as text: examples per split, skips grouped by reason with their files."""
     lines = [f"{report['dataset']} {report['version']} written to {report['path']}"]
     lines += [f"  {split}: {count} examples" for split, count in sorted(report["examples"].items())]
+    lines += [f"  {what} from: {source}" for what, source in report.get("sources", {}).items()]
     skipped = report["skipped"]
     lines.append(f"  skipped: {len(skipped)}")
     by_reason = collections.defaultdict(list)

@@ -1,19 +1,40 @@
 """Horse-10 and other DeepLabCut projects as an animax dataset.
 
-manual_dir is the project folder holding `labeled-data/<video>/CollectedData_<scorer>.csv`
-(see `animax.data.dlc`) and the labelled frames. Body parts are mapped to the SMAL
-keypoints by a keypoint map (default animax/data/keypoint_maps/horse10.py); the box is the visible
-keypoints' box grown by `box_margin` on each side. Each video is one horse: `identity` is the
-video's index among the project's readable videos in name order, and `pck_scale` the horse's
-median nose-to-eye distance over its frames: the length Horse-10's PCK@0.3 divides by (Mathis
-et al., WACV 2021, report it per horse).
+manual_dir is the project folder (Horse-10's release: `Horses-Byron-2019-05-08/`) holding
+`labeled-data/<video>/CollectedData_<scorer>.csv` (or `.h5`; see `animax.data.dlc`) and the
+labelled frames. Body parts are mapped to the SMAL keypoints by a keypoint map (default
+animax/data/keypoint_maps/horse10.py); the box is the visible keypoints' box grown by `box_margin`
+on each side. Each video is one horse: `identity` is the video's index among the project's
+readable videos in name order.
 
-Splits follow the Horse-10 protocol (Mathis et al., WACV 2021) over the videos, one horse
-each: a third of the horses (10 of 30) are training horses; half of their frames form
-`train` and the other half `test_within` (within-domain); the other horses' frames form
-`test` (out-of-domain). Which horses and frames is drawn with `split_seed`, so the three
-Horse-10 shuffles are split_seed 1, 2, 3. A split file overrides this: JSON mapping each
-split name to a list of video names and/or frame paths (as written in the label files).
+Splits, `train`, `test_within` (test frames of the training horses) and `test` (the other
+horses: out-of-domain), are the project's own shuffle `shuffle` (1, 2, 3 for Horse-10), read
+from the first of (see `animax.data.dlc_splits`):
+
+1. `training-datasets/iteration-*/UnaugmentedDataSet_*/Documentation_data-<Task>_<percent>
+   shuffle<k>.pickle`, DeepLabCut's record of the shuffle (read with a restricted unpickler: plain
+   containers and numpy arrays only), its indices counting the rows of the `CollectedData_<scorer>.h5`
+   beside it. The training horses are the videos of its train frames; their test frames are
+   `test_within`, all other test frames `test` (the benchmark's normalize_errors.py).
+2. `TrainTestInfo_shuffle<k>.csv` (the Horse-10 benchmark's export of the same splits) in the
+   project folder or its training-set folder.
+3. Neither: a seed-drawn split, only for DeepLabCut projects without split files. A third of the
+   horses (10 of 30) are training horses, half of their frames `train` and the other half
+   `test_within`, the other horses' frames `test`; drawn with `split_seed` (default: the shuffle
+   number). Its numbers are not comparable with any published Horse-10 result.
+
+`split_file` names the source instead: a Documentation pickle (its combined table beside it), a
+TrainTestInfo CSV, or JSON mapping each split name to a list of video names and/or frame paths
+(as written in the label files).
+
+`pck_scale`, the length Horse-10's PCK@0.3 and normalised errors divide by (Mathis et al., WACV
+2021), is the benchmark's `Horsescale.h5` (in the project folder or its training-set folder) where
+present: each frame's row, else the horse's. Otherwise, and for horses it lacks, it is computed:
+the horse's median nose-to-eye distance over its labelled frames.
+
+The build report's `sources` say which split source (documentation pickle / TrainTestInfo CSV /
+split file / seed-drawn) and which scale (Horsescale.h5 / computed nose-eye) were used, and the
+files read.
 """
 
 from __future__ import annotations
@@ -24,10 +45,10 @@ from pathlib import Path
 
 import numpy as np
 
-from animax.data import dlc, features
-from animax.data.tfds_builder import (AnimaxBuilder, BadExample, box_from_keypoints, check_example,
-                                 clean_keypoints, read_image)
+from animax.data import dlc, dlc_splits, features
 from animax.data.keypoint_maps import load_keypoint_map
+from animax.data.tfds_builder import (AnimaxBuilder, BadExample, box_from_keypoints, check_example,
+                                      clean_keypoints, read_image)
 from animax.untrusted import read_json
 
 
@@ -37,7 +58,7 @@ class _Record:
     image_path: Path
     frame: dlc.LabeledFrame
     identity: int                   # the video's place among the project's videos: one horse each
-    pck_scale: float                # the horse's median nose-to-eye distance in pixels (0: never both)
+    pck_scale: float                # Horsescale.h5's, else the horse's median nose-to-eye distance (0: never both)
 
 
 def nose_eye_scale(frames) -> float:
@@ -60,15 +81,17 @@ class Horse10(AnimaxBuilder):
     Point manual_dir at the DeepLabCut project folder (the one holding labeled-data/).
     """
 
-    def __init__(self, *, keypoint_map="horse10", split_file=None, split_seed=1,
+    def __init__(self, *, keypoint_map="horse10", shuffle=1, split_file=None, split_seed=None,
                  train_fraction=1 / 3, box_margin=0.1, family="equidae", **kwargs):
         super().__init__(**kwargs)
         self.keypoint_map_name = keypoint_map
+        self.shuffle = shuffle
         self.split_file = split_file
         self.split_seed = split_seed
         self.train_fraction = train_fraction
         self.box_margin = box_margin
         self.family = features.family_index(family)
+        self.sources: dict[str, str] = {}           # for the build report: where splits and scales came from
 
     def _split_records(self, manual_dir):
         # Loaded here, not in __init__: reading a built dataset also constructs the builder.
@@ -83,20 +106,88 @@ class Horse10(AnimaxBuilder):
                 self.skip("all", video_dir, "no label file", "no CollectedData_*.csv/.h5")
                 continue
             try:
-                frames = dlc.read_labels(files[0])
+                frames_by_video[video_dir] = dlc.read_labels(files[0])
             except (ValueError, ImportError, OSError, KeyError) as e:
                 self.skip("all", files[0], "unreadable label file", str(e))
-                continue
-            identity, scale = len(frames_by_video), nose_eye_scale(frames)
-            frames_by_video[video_dir.name] = [
-                _Record(f.image, self._image_path(manual_dir, video_dir, f.image), f, identity, scale) for f in frames]
         if not frames_by_video:
             why = "; ".join(s.detail if s.detail.startswith(s.file) else f"{s.file}: {s.detail or s.reason}"
                             for s in self.skipped[:3])
             raise ValueError(f"{labeled}: no readable label files" + (f" ({why})" if why else ""))
+        split = self._shuffle_split(manual_dir)
+        scale_of = self._scales(manual_dir, frames_by_video)
+        records_by_video = {
+            video_dir.name: [_Record(f.image, self._image_path(manual_dir, video_dir, f.image), f, identity,
+                                     scale_of(video_dir.name, f.image)) for f in frames]
+            for identity, (video_dir, frames) in enumerate(frames_by_video.items())}
+        if isinstance(split, dlc_splits.ShuffleSplit):
+            return self._named_splits(records_by_video, split)
+        if split is not None:
+            return self._splits_from_file(records_by_video)
+        return self._protocol_splits(records_by_video)
+
+    def _shuffle_split(self, manual_dir):
+        """The shuffle's ShuffleSplit; "json" for a JSON split file; None for the seed-drawn split."""
         if self.split_file:
-            return self._splits_from_file(frames_by_video)
-        return self._protocol_splits(frames_by_video)
+            path = Path(self.split_file)
+            if path.suffix.lower() == ".json":
+                self.sources["splits"] = f"split file {path}"
+                return "json"
+            split = (dlc_splits.documentation_split(path) if path.suffix.lower() == ".pickle"
+                     else dlc_splits.read_train_test_info(path))
+        else:
+            documentation = dlc_splits.find_documentation(manual_dir, self.shuffle)
+            info = dlc_splits.find_in_project(manual_dir, dlc_splits.TRAIN_TEST_INFO.format(self.shuffle))
+            found = documentation or info
+            if len(found) > 1:
+                raise ValueError(f"{manual_dir}: several split files for shuffle {self.shuffle} "
+                                 f"({', '.join(str(p.relative_to(manual_dir)) for p in found)}): "
+                                 "name one with --split_file")
+            if not found:
+                seed = self.shuffle if self.split_seed is None else self.split_seed
+                self.sources["splits"] = (
+                    f"seed-drawn (split_seed {seed}): no Documentation_data-*shuffle{self.shuffle}.pickle or "
+                    f"{dlc_splits.TRAIN_TEST_INFO.format(self.shuffle)} in the project; not Horse-10's "
+                    "published split, so not comparable with published results")
+                return None
+            if self.split_seed is not None:
+                raise ValueError(f"{found[0]}: the project has its own split for shuffle {self.shuffle}; "
+                                 "split_seed applies only to projects without split files")
+            split = (dlc_splits.documentation_split(found[0]) if documentation
+                     else dlc_splits.read_train_test_info(found[0]))
+        files = " with rows from ".join(str(p) for p in split.files)
+        fraction = f", train fraction {split.train_fraction:g}" if split.train_fraction is not None else ""
+        self.sources["splits"] = f"{split.source} {files} (shuffle {self.shuffle}{fraction})"
+        return split
+
+    def _scales(self, manual_dir, frames_by_video):
+        """(video, frame path) -> pck_scale: Horsescale.h5's where the project has it, else computed."""
+        computed = {video_dir.name: nose_eye_scale(frames) for video_dir, frames in frames_by_video.items()}
+        found = dlc_splits.find_in_project(manual_dir, dlc_splits.HORSE_SCALE)
+        if not found:
+            self.sources["pck_scale"] = ("computed nose-eye: each horse's median nose-to-eye distance "
+                                         f"(no {dlc_splits.HORSE_SCALE} in the project)")
+            return lambda video, image: computed[video]
+        by_frame = dlc_splits.read_scales(found[0])
+        by_horse = {}
+        for key, value in by_frame.items():
+            by_horse.setdefault(dlc_splits.video_of(key), []).append(value)
+        by_horse = {video: float(np.median(values)) for video, values in by_horse.items()}
+        lacking = set()
+
+        def scale_of(video, image):
+            key = dlc_splits.frame_key(image)
+            if key in by_frame:
+                return by_frame[key]
+            if video in by_horse:
+                return by_horse[video]
+            lacking.add(video)
+            return computed[video]
+
+        scales = {(video_dir.name, f.image): scale_of(video_dir.name, f.image)
+                  for video_dir, frames in frames_by_video.items() for f in frames}
+        self.sources["pck_scale"] = f"{dlc_splits.HORSE_SCALE} {found[0]}" + (
+            f"; computed nose-eye for the horses it lacks: {', '.join(sorted(lacking))}" if lacking else "")
+        return lambda video, image: scales[video, image]
 
     @staticmethod
     def _image_path(manual_dir, video_dir, image) -> Path:
@@ -105,8 +196,31 @@ class Horse10(AnimaxBuilder):
         path = manual_dir / image
         return path if path.is_file() else video_dir / Path(image).name
 
+    def _named_splits(self, records_by_video, split):
+        """The records of the frames the shuffle names, per split in the file's order."""
+        by_key = {}
+        for records in records_by_video.values():
+            for r in records:
+                by_key.setdefault(dlc_splits.frame_key(r.frame.image), []).append(r)
+        named = {"train": split.train, "test_within": split.test_within, "test": split.test}
+        splits, used = {}, set()
+        for name, frames in named.items():
+            splits[name] = []
+            for frame in frames:
+                key = dlc_splits.frame_key(frame)
+                if key not in by_key:
+                    self.skip(name, frame, "frame of the split without labels",
+                              f"named by {split.files[0]}, in no labeled-data label file")
+                    continue
+                used.add(key)
+                splits[name].extend(by_key[key])
+        for key, records in by_key.items():
+            if key not in used:
+                self.skip("all", records[0].file, "frame in no split", f"not named by {split.files[0]}")
+        return {name: records for name, records in splits.items() if records}
+
     def _protocol_splits(self, frames_by_video):
-        rng = np.random.default_rng(self.split_seed)
+        rng = np.random.default_rng(self.shuffle if self.split_seed is None else self.split_seed)
         videos = list(frames_by_video)
         num_train = min(max(round(self.train_fraction * len(videos)), 1), max(len(videos) - 1, 1))
         train_videos = set(rng.permutation(videos)[:num_train])

@@ -24,9 +24,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-
-class RefusedFileError(ValueError):
-    """An untrusted file the readers refuse; the message names the file."""
+from animax.untrusted import RefusedFileError
 
 
 class UnsafePickleError(pickle.UnpicklingError, RefusedFileError):

@@ -18,6 +18,10 @@ from pathlib import Path
 MAX_JSON_BYTES = 512 << 20
 
 
+class RefusedFileError(ValueError):
+    """An untrusted file the readers refuse; the message names the file."""
+
+
 def read_json(path, what: str = "JSON file", max_bytes: int | None = None):
     """A JSON file's content; ValueError naming the file when it is missing, unreadable, larger
     than max_bytes (default MAX_JSON_BYTES), not JSON, nested too deeply or holds an integer too long to convert.
@@ -27,23 +31,23 @@ def read_json(path, what: str = "JSON file", max_bytes: int | None = None):
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise ValueError(f"{path}: {what} of {size} bytes, more than the limit of {max_bytes}")
+            raise RefusedFileError(f"{path}: {what} of {size} bytes, more than the limit of {max_bytes}")
         with open(path, "rb") as f:
             text = f.read(max_bytes + 1)            # the file may have grown since
         if len(text) > max_bytes:
-            raise ValueError(f"{path}: {what} larger than the limit of {max_bytes} bytes")
+            raise RefusedFileError(f"{path}: {what} larger than the limit of {max_bytes} bytes")
         return json.loads(text)
     except FileNotFoundError:
-        raise ValueError(f"{path}: {what} not found") from None
+        raise RefusedFileError(f"{path}: {what} not found") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise RefusedFileError(f"{path}: not valid JSON ({e})") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+        raise RefusedFileError(f"{path}: not UTF-8 text ({e})") from None
     except RecursionError:
-        raise ValueError(f"{path}: JSON nested too deeply") from None
+        raise RefusedFileError(f"{path}: JSON nested too deeply") from None
     except ValueError as e:
         if str(e).startswith(f"{path}: "):
             raise
-        raise ValueError(f"{path}: not usable JSON ({e})") from None      # e.g. an integer of 5000 digits
+        raise RefusedFileError(f"{path}: not usable JSON ({e})") from None      # e.g. an integer of 5000 digits
     except OSError as e:
-        raise ValueError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+        raise RefusedFileError(f"{path}: cannot read {what} ({e.strerror or e})") from None

@@ -88,7 +88,8 @@ def _release_freed_tensors_to_os():
 def main(argv=None) -> int:
     args = parse_args(argv)
     _release_freed_tensors_to_os()
-    from animax.safe_pickle import RefusedFileError, UnsafePickleError
+    from animax.safe_pickle import UnsafePickleError
+    from animax.untrusted import RefusedFileError
     try:
         return to_torch(args) if args.to_torch else to_animax(args)
     except (OSError, ValueError, RefusedFileError, UnsafePickleError) as e:

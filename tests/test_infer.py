@@ -18,8 +18,9 @@ import jax
 import numpy as np
 import pytest
 import trimesh
-from conftest import SHARED_DATA, random_smal_arrays
-from nn_reference import U, assert_within, f32_tol, pipeline_steps, rel_err
+from helpers.shared_data import SHARED_DATA
+from helpers.smal_files import random_smal_arrays
+from helpers.nn_reference import U, assert_within, f32_tol, pipeline_steps, rel_err
 from PIL import Image
 
 import infer

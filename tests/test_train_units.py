@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from animax.train import losses, lora, metrics, optim
 from animax.train.sharding import fsdp_spec
 from configs import standin
-from nn_reference import U, f32_tol
+from helpers.nn_reference import U, f32_tol
 
 
 def test_keypoint_losses_follow_animer():

@@ -30,7 +30,7 @@ import json, sys
 import jax, jax.numpy as jnp, numpy as np, torch
 sys.path[:0] = [{root!r}, {tests!r}]
 from animax import load_model
-from torch_reference import torch_head, torch_vit
+from helpers.torch_reference import torch_head, torch_vit
 model, variables = load_model({out!r})
 images = np.random.default_rng(0).normal(size=(1, 256, 256, 3)).astype(np.float32)
 out = jax.jit(model.apply)(variables, jnp.asarray(images))
@@ -52,7 +52,7 @@ def make_release(workdir: Path) -> Path:
     release = workdir / "AniMer"
     if (release / "checkpoints" / "checkpoint.ckpt").is_file():
         return release
-    import animer_lightning as al
+    from helpers import animer_lightning as al
     start = time.perf_counter()
     cfg = al.compose(al.write_config_tree(workdir / "configs"), al.FROZEN)
     _, last = al.train_and_save(cfg, workdir / "run")

@@ -3,7 +3,7 @@ in PyTorch, side by side in one run.
 
 Reports images/s, compile time, peak memory and achieved GFLOP/s against a measured
 float32 matmul peak of this machine. The PyTorch path is AniMer's forward written from the
-state dict (tests/torch_reference.py) with smplx's lbs for the body model; both get the same
+state dict (tests/helpers/torch_reference.py) with smplx's lbs for the body model; both get the same
 random weights (animax's init, exported with the checkpoint converter's key table).
 
     python bench/bench_infer.py [--config configs/animer_vith.py] [--batches 1 8]
@@ -69,7 +69,7 @@ def bench_animax(config, variables, batch, dtype, repeats):
 def bench_torch(config, variables, batch, repeats, flops_per_image):
     import torch
     from smplx.lbs import lbs
-    from torch_reference import torch_head, torch_vit
+    from helpers.torch_reference import torch_head, torch_vit
 
     state = {k: torch.from_numpy(np.array(v)) for k, v in to_torch_state_dict(config, variables).items()}
     body = variables["smal"]["model"]

@@ -1,93 +1,15 @@
-"""Shared fixtures: random models in the released SMAL layout, and the optional real data."""
+"""Shared fixtures: random models in the released SMAL layout, and one infer.py run over awkward
+inputs that several test files read. Helpers live in tests/helpers/."""
 
-import io
-import pickle
-import sys
-import types
-from pathlib import Path
+import json
+from types import SimpleNamespace
 
-import numpy as np
 import pytest
-import scipy.sparse
+from PIL import Image
 
-from animax.smal.constants import PARENTS
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def shared_file(*parts):
-    """Path under ../shared/data, or a skip when that folder is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    return path
-
-
-def random_smal_arrays(num_vertices=3889, num_betas=45, seed=0):
-    """A random body model in the released pickle's layout (35 SMAL joints, float64).
-
-    Each vertex is skinned to a few random joints, the regressor is sparse, posedirs are
-    small and dense, so every term of LBS contributes.
-    """
-    rng = np.random.default_rng(seed)
-    num_joints = len(PARENTS)
-    v_template = rng.normal(size=(num_vertices, 3))
-    weights = np.zeros((num_vertices, num_joints))
-    for v in range(num_vertices):
-        joints = rng.choice(num_joints, size=3, replace=False)
-        weights[v, joints] = rng.random(3) + 0.1
-    weights /= weights.sum(1, keepdims=True)
-    regressor = np.zeros((num_joints, num_vertices))
-    for j in range(num_joints):
-        verts = rng.choice(num_vertices, size=6, replace=False)
-        regressor[j, verts] = rng.random(6) + 0.1
-    regressor /= regressor.sum(1, keepdims=True)
-    kintree = np.stack([np.array(PARENTS, np.int64), np.arange(num_joints)])
-    kintree[0, 0] = 2**32 - 1
-    return dict(
-        v_template=v_template,
-        shapedirs=rng.normal(scale=0.1, size=(num_vertices, 3, num_betas)),
-        posedirs=rng.normal(scale=0.01, size=(num_vertices, 3, (num_joints - 1) * 9)),
-        J_regressor=scipy.sparse.csc_matrix(regressor),
-        weights=weights,
-        f=rng.integers(0, num_vertices, size=(2 * num_vertices, 3)).astype(np.uint32),
-        kintree_table=kintree,
-    )
-
-
-class _FakeCh:
-    """Pickles like chumpy's `Ch`: global chumpy.ch.Ch, state dict holding the value under 'x'."""
-
-    def __init__(self, x):
-        self.x = x
-
-    def __getstate__(self):
-        return {"x": self.x, "_dirty_vars": set(), "_itr": None, "_make_dense": None}
-
-
-def chumpy_pickle_bytes(data, chumpy_keys, protocol=1):
-    """Pickles `data` as the released files are: `chumpy_keys` wrapped in chumpy.ch.Ch objects.
-
-    A fake `chumpy.ch` module exists only while pickling; the reader never has chumpy.
-    """
-    module = types.ModuleType("chumpy.ch")
-    _FakeCh.__module__, _FakeCh.__qualname__ = "chumpy.ch", "Ch"
-    module.Ch = _FakeCh
-    saved = {k: sys.modules.get(k) for k in ("chumpy", "chumpy.ch")}
-    sys.modules["chumpy"] = types.ModuleType("chumpy")
-    sys.modules["chumpy.ch"] = module
-    try:
-        wrapped = {k: (_FakeCh(v) if k in chumpy_keys else v) for k, v in data.items()}
-        buf = io.BytesIO()
-        pickle.dump(wrapped, buf, protocol=protocol)
-        return buf.getvalue()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-        _FakeCh.__module__, _FakeCh.__qualname__ = __name__, "_FakeCh"
+from helpers.images import smooth_image
+from helpers.infer_cli import BATCH, EXAMPLE, EXIF_BOX, MULTI_BOXES_XYWH, run_cli, write_images
+from helpers.smal_files import chumpy_pickle_bytes, random_smal_arrays
 
 
 @pytest.fixture
@@ -97,3 +19,31 @@ def released_smal_file(tmp_path):
     path = tmp_path / "my_smal_model.pkl"
     path.write_bytes(chumpy_pickle_bytes(arrays, {"v_template", "shapedirs", "posedirs", "weights"}))
     return path, arrays
+
+
+@pytest.fixture(scope="session")
+def batch_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    folder = root / "images"
+    folder.mkdir()
+    upright = write_images(folder)
+    more = root / "more"
+    more.mkdir()
+    for k, name in enumerate(("g1.png", "g2.png", "g3.jpg")):
+        Image.fromarray(smooth_image(100, 100, seed=10 + k)).save(more / name)
+    (root / "empty").mkdir()
+    single = {"rgb.jpg": [[0, 0, 160, 120]], "plain.png": [[0, 0, 160, 120]], "grey.png": [[20, 10, 100, 100]],
+             "rgba.png": [[0, 0, 160, 120]], "palette.png": [[0, 0, 160, 120]], "cmyk.jpg": [[0, 0, 160, 120]],
+             "deep.png": [[0, 0, 160, 120]], "truncated.jpg": [[0, 0, 10, 10]], "text.jpg": [[0, 0, 10, 10]],
+             "g1.png": [[0, 0, 100, 100]], "g2.png": [[10, 10, 80, 80]], "no_animal.png": [],
+             "standin_quadruped.png": [[0, 0, 640, 480]]}
+    x1, y1, x2, y2 = EXIF_BOX
+    boxes = {**single, "exif.jpg": [[x1, y1, x2 - x1, y2 - y1]], "multi.png": MULTI_BOXES_XYWH}
+    (root / "boxes.json").write_text(json.dumps({"format": "xywh", "boxes": boxes}))
+    out = root / "out"
+    (out / "multi_2").mkdir(parents=True)           # an earlier run's output for an animal that now fails
+    (out / "multi_2" / "result.json").write_text("{}")
+    code, lines = run_cli(["--input", folder, more / "*.png", root / "missing.jpg", root / "empty", EXAMPLE,
+                           "--boxes", root / "boxes.json", "--out_dir", out, "--batch-size", BATCH, "--workers", 2,
+                           "--random-weights"])
+    return SimpleNamespace(code=code, lines=lines, out=out, root=root, folder=folder, upright=upright)

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from animax.models.class_head import ClassTokenHead
-from nn_reference import f32_tol, f64, random_params, rel_err
-from torch_reference import to_flax_variables, torch_class_head_shapes
+from helpers.nn_reference import f32_tol, f64, random_params, rel_err
+from helpers.torch_reference import to_flax_variables, torch_class_head_shapes
 
 EPS = 1e-5
 # Float32 steps of the 16 -> 32 -> 32 -> 8 head: each Linear, then BatchNorm's batch mean and variance

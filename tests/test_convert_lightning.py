@@ -15,12 +15,12 @@ import omegaconf
 import pytorch_lightning as pl
 import torch
 
-import animer_lightning as al
+from helpers import animer_lightning as al
 import convert_weights
 from animax import load_model
 from animax.convert.torch_reader import LazyTensor, read_torch_checkpoint
 from animax.saved_model import read_config
-from nn_reference import assert_matches_animer
+from helpers.nn_reference import assert_matches_animer
 
 
 

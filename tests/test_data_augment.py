@@ -9,8 +9,8 @@ from animax.geometry import axis_angle_to_rotmat
 from animax.image.crop import IMAGE_MEAN, IMAGE_STD, crop_transform, invert_affine, normalize
 from animax.smal import load_smal, smal_forward
 from animax.smal.constants import JOINT_NAMES, KEYPOINT_NAMES
-from conftest import shared_file
-from nn_reference import U
+from helpers.shared_data import shared_file
+from helpers.nn_reference import U
 from test_data_fixtures import dot_colors, dot_image, find_dot
 
 # Six keypoints with well separated dot colours, left/right pairs among them.

@@ -10,7 +10,7 @@ from animax.data.build import build
 from animax.data.mixture import MixtureSource
 from animax.image.io import load_image
 from animax.predict.predictor import prepare
-from nn_reference import U
+from helpers.nn_reference import U
 from test_data_fixtures import write_animal3d, write_coco
 
 BATCH_SHAPES = {

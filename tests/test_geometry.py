@@ -6,7 +6,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from animax import geometry as g
-from nn_reference import U, assert_within, rot6d_tol
+from helpers.nn_reference import U, assert_within, rot6d_tol
 
 
 def rot6d_reference(x):

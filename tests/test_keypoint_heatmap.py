@@ -8,7 +8,7 @@ from animax.models import build_model
 from animax.models.keypoint_heatmap import expected_keypoints, token_centres
 from animax.train import losses
 from configs import standin
-from nn_reference import f32_tol
+from helpers.nn_reference import f32_tol
 
 
 def test_token_centres_are_the_patch_centres_of_the_backbones_window():

@@ -14,8 +14,8 @@ from animax.smal import make_bank, smal_forward, smal_forward_grouped, smal_forw
 from animax.smal.io import smal_model_from_arrays
 from animax.train import losses, metrics
 from configs import tiny
-from conftest import random_smal_arrays
-from nn_reference import f32_tol, lbs_steps, pipeline_steps, rel_err
+from helpers.smal_files import random_smal_arrays
+from helpers.nn_reference import f32_tol, lbs_steps, pipeline_steps, rel_err
 from test_smal import lbs_reference, random_pose
 
 # Two species: different vertex counts, templates and numbers of shape directions (of 41 stored).

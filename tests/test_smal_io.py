@@ -9,7 +9,7 @@ import pytest
 from animax.safe_pickle import UnsafePickleError
 from animax.smal import load_pickle, load_smal
 from animax.smal.constants import SMAL_KEYPOINT_VERTEX_SETS
-from conftest import chumpy_pickle_bytes
+from helpers.smal_files import chumpy_pickle_bytes
 
 
 def test_released_format_pickle_loads_source_arrays(released_smal_file):

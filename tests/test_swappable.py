@@ -12,7 +12,8 @@ from animax.models import build_model
 from animax.models.config import tiny_model_config
 from animax.models.fusion import TransformerFusion, make_fusion
 from animax.models.head_encoder import HeadEncoder, crop_and_resize, head_box
-from nn_reference import dense, f32_tol, f64, layer_norm, np_block, np_vit, random_params, rel_err, vit_block_steps
+from helpers.nn_reference import (dense, f32_tol, f64, layer_norm, np_block, np_vit, random_params, rel_err,
+                                  vit_block_steps)
 
 DIM, DEPTH, HEADS, MLP, FEATURES = 32, 2, 4, 64, 24
 

@@ -20,7 +20,7 @@ from animax.models import vit
 from animax.train import loop
 from animax.train.writers import read_metrics
 from configs import standin
-from nn_reference import U, assert_within
+from helpers.nn_reference import U, assert_within
 
 REPO = Path(__file__).resolve().parents[1]
 # Command-line form of small_config(), for train.py subprocesses.
@@ -349,7 +349,7 @@ def test_adversarial_stage_trains_the_discriminator_against_the_model(tmp_path):
     from animax.models.discriminator import Discriminator
     from animax.train import input as input_lib
     from animax.train.losses import gt_rotations
-    from nn_reference import f32_tol, pipeline_steps
+    from helpers.nn_reference import f32_tol, pipeline_steps
 
     # A small learning rate keeps AdamW's first (sign-like) step in the first-order regime.
     config = small_config(**{"loss.weights.adversarial": 0.0005, "optim.learning_rate": 1e-5, "optim.warmup_steps": 0})

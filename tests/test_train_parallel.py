@@ -23,7 +23,7 @@ def loss_tol():
     """Relative bound on the loss of another device layout: not bitwise (per-device batch sizes pick
     other kernels, sums run across devices): the whole model's float32 steps and the loss's sums of
     8 x 26 x 3 terms, on both sides."""
-    from nn_reference import f32_tol, pipeline_steps
+    from helpers.nn_reference import f32_tol, pipeline_steps
     from test_train_loop import small_config
 
     return f32_tol(*pipeline_steps(small_config().model), 8 * 26 * 3, sides=2)

@@ -12,7 +12,7 @@ with per-frame joint rotations and root motion, as Blender and three.js import i
 glTF skinning is linear blend skinning without SMAL's pose-dependent corrective offsets, so the
 file reproduces `smal_forward` (to float32 rounding) for a body model without pose blend shapes
 and with at most four weights per vertex, the built-in stand-in among them; otherwise it
-differs from it by those offsets and the dropped weights (tests/test_gltf.py).
+differs from it by those offsets and the dropped weights (tests/test_track_gltf.py).
 """
 
 from __future__ import annotations

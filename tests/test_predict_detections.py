@@ -4,7 +4,6 @@ plan_jobs and infer.py."""
 import contextlib
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

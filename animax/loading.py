@@ -125,7 +125,7 @@ def load_model_or_random(ckpt=None, smal=None, config=None, dtype=None, random_w
 
 
 def _checkpoint_model(ckpt, smal, dtype):
-    from animax.saved_model import load_model, read_config   # orbax is only needed on this path
+    from animax.saved_model import load_model, read_config  # orbax is only needed on this path
     try:
         config, provenance = read_config(ckpt)
         model, variables = load_model(ckpt, smal=smal, dtype=dtype)

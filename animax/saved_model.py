@@ -15,9 +15,6 @@ Written by the converter and by training's export; read by `load_model`.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import jax
@@ -28,7 +25,8 @@ import orbax.checkpoint as ocp
 
 from animax.files import AtomicFolder
 from animax.models import abstract_variables, build_model, vit
-from animax.models.discriminator import COLLECTION as DISCRIMINATOR, init_discriminator
+from animax.models.discriminator import COLLECTION as DISCRIMINATOR
+from animax.models.discriminator import init_discriminator
 from animax.models.pipeline import Pipeline
 
 CONFIG_FILE = "config.json"

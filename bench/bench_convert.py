@@ -77,8 +77,9 @@ def measured(cmd) -> dict:
 
 
 def converted_bytes(out_dir: Path) -> int:
-    from animax import load_model
     import jax
+
+    from animax import load_model
     _, variables = load_model(out_dir)
     return sum(leaf.nbytes for leaf in jax.tree.leaves(variables))
 

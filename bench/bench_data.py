@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import report, time_call
 from PIL import Image
 
 from animax.data import AugmentConfig, make_loader, open_source, prepare_example
 from animax.data.augment import crop_example, sample_augmentation
 from animax.data.build import build
 from animax.data.loader import decode_example
-from common import report, time_call
 
 HORSE = Path(__file__).resolve().parents[2] / "shared" / "data" / "animer_examples" / "000000015956_horse.png"
 WIDTH, HEIGHT = 640, 480

@@ -23,10 +23,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
 
+from common import backbone_flops, report, time_call  # noqa: E402
+
 from animax.convert.animer import to_torch_state_dict  # noqa: E402
 from animax.loading import load_config  # noqa: E402
 from animax.models import build_model, init_variables  # noqa: E402
-from common import backbone_flops, report, time_call  # noqa: E402
 
 
 def peak_rss_gib():
@@ -69,6 +70,7 @@ def bench_animax(config, variables, batch, dtype, repeats):
 def bench_torch(config, variables, batch, repeats, flops_per_image):
     import torch
     from smplx.lbs import lbs
+
     from helpers.torch_reference import torch_head, torch_vit
 
     state = {k: torch.from_numpy(np.array(v)) for k, v in to_torch_state_dict(config, variables).items()}

@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import report, time_call
 from PIL import Image
 
-from animax.predict.inputs import expand_inputs, plan_jobs
 from animax.loading import load_model_or_random
+from animax.predict.inputs import expand_inputs, plan_jobs
 from animax.predict.predictor import Predictor, prepare
 from animax.predict.run import ImageRunOptions, run_inference
-from common import report, time_call
 
 REPO = Path(__file__).resolve().parents[1]
 # (label, --outputs, --arrays-file): arrays in one file, arrays per folder, infer.py's default

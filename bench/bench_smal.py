@@ -13,13 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
 import torch
+from common import report, time_call
 from scipy.spatial.transform import Rotation
 from smplx.lbs import lbs as smplx_lbs
 
 from animax.smal import smal_forward
 from animax.smal.constants import PARENTS
 from animax.smal.io import smal_model_from_arrays
-from common import report, time_call
 
 V, J, NB = 3889, len(PARENTS), 41
 

@@ -26,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import report  # noqa: E402
+
 from animax.geometry import axis_angle_to_rotmat, project_to_crop, rotmat_to_axis_angle  # noqa: E402
 from animax.image.io import load_image  # noqa: E402
 from animax.loading import SHIPPED_MODEL, load_model_or_random  # noqa: E402
@@ -36,7 +38,6 @@ from animax.smal.constants import KEYPOINT_NAMES  # noqa: E402
 from animax.train import metrics  # noqa: E402
 from animax.train.losses import gt_rotations  # noqa: E402
 from animax.train.synthetic import SyntheticQuadrupeds  # noqa: E402
-from common import report  # noqa: E402
 from examples.make_example import example_scene, keypoint_errors  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "standin_quadruped.png"

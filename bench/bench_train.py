@@ -177,8 +177,14 @@ def torch_case(args, batch, checkpointing, with_heads=False) -> dict:
     from torch.utils.checkpoint import checkpoint
 
     from configs import animal3d
-    from helpers.torch_reference import (random_state, torch_block, torch_class_head_shapes, torch_head,
-                                         torch_head_shapes, torch_vit_shapes)
+    from helpers.torch_reference import (
+        random_state,
+        torch_block,
+        torch_class_head_shapes,
+        torch_head,
+        torch_head_shapes,
+        torch_vit_shapes,
+    )
 
     width, depth, heads, mlp = 1280, 32, 16, 5120
     shapes = torch_vit_shapes(width, depth, mlp, 192)

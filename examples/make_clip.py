@@ -16,9 +16,9 @@ import numpy as np
 
 from animax.data import scenes
 from animax.geometry import full_image_focal_length
-from animax.track.frames import VideoWriter
 from animax.smal import load_smal
 from animax.smal.standin import walking_pose
+from animax.track.frames import VideoWriter
 
 FPS = 12.0
 NUM_FRAMES = 24

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import smplx.lbs as smplx_lbs
 import torch
 
@@ -21,8 +20,15 @@ from animax import load_model, load_smal
 from animax.saved_model import read_config
 from helpers.animer_lightning import discriminator_shapes
 from helpers.nn_reference import assert_matches_animer, f32_tol, rel_err
-from helpers.torch_reference import (random_state, register_tensors, torch_class_head_shapes, torch_head,
-                                     torch_head_shapes, torch_vit, torch_vit_shapes)
+from helpers.torch_reference import (
+    random_state,
+    register_tensors,
+    torch_class_head_shapes,
+    torch_head,
+    torch_head_shapes,
+    torch_vit,
+    torch_vit_shapes,
+)
 
 WIDTH, DEPTH, HEADS, MLP = 192, 2, 3, 768          # a ViT-Ti/16 backbone, 2 blocks
 HEAD = dict(dim=64, depth=2, heads=2, dim_head=32, mlp_dim=64)

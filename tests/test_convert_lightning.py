@@ -9,19 +9,17 @@ import zipfile
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
-
 import omegaconf
+import pytest
 import pytorch_lightning as pl
 import torch
 
-from helpers import animer_lightning as al
 import convert_weights
 from animax import load_model
 from animax.convert.torch_reader import LazyTensor, read_torch_checkpoint
 from animax.saved_model import read_config
+from helpers import animer_lightning as al
 from helpers.nn_reference import assert_matches_animer
-
 
 
 @pytest.fixture(scope="module")

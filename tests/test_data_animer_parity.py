@@ -1,4 +1,4 @@
-"""Training and evaluation examples are AniMer's: against tests/animer_dataset_reference.py
+"""Training and evaluation examples are AniMer's: against tests/helpers/animer_dataset_reference.py
 (cv2.warpAffine, the upstream kernel, and NumPy, following amr/datasets/), and the augmentation
 against a NumPy transcription of `do_augmentation`."""
 
@@ -15,7 +15,7 @@ from animax.data.augment import Augmentation, AugmentConfig, crop_example, sampl
 from animax.data.build import build
 from animax.geometry import axis_angle_to_rotmat
 from animax.image.crop import IMAGE_MEAN, IMAGE_STD, dataset_box, square_box
-from animer_dataset_reference import animer_box, animer_example, warp_error_bound
+from helpers.animer_dataset_reference import animer_box, animer_example, warp_error_bound
 
 KEYPOINT_TOL = 1e-4      # crop-normalised: 0.026 crop pixels
 
@@ -299,13 +299,13 @@ def test_eval_mode_gives_animer_eval_metrics(animal3d_folder, tmp_path, capsys):
     import cv2
     import smplx.lbs as smplx_lbs
     import torch
+    from test_convert import animer_state, torch_pipeline, write_lightning_ckpt
 
     import convert_weights
     from animax import load_smal
     from animax.saved_model import read_config
     from animax.train import loop
     from configs import animal3d
-    from test_convert import animer_state, torch_pipeline, write_lightning_ckpt
 
     root, records, _ = animal3d_folder
     sd = animer_state(seed=3)

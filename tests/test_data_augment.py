@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from test_data_fixtures import dot_colors, dot_image, find_dot
 
 from animax.data.augment import Augmentation, AugmentConfig, camera_frame_map, crop_example, sample_augmentation
 from animax.data.mirror import BODY_REFLECTION, JOINT_MIRROR, KEYPOINT_MIRROR, transform_pose
@@ -9,9 +10,8 @@ from animax.geometry import axis_angle_to_rotmat
 from animax.image.crop import IMAGE_MEAN, IMAGE_STD, crop_transform, invert_affine, normalize
 from animax.smal import load_smal, smal_forward
 from animax.smal.constants import JOINT_NAMES, KEYPOINT_NAMES
-from helpers.shared_data import shared_file
 from helpers.nn_reference import U
-from test_data_fixtures import dot_colors, dot_image, find_dot
+from helpers.shared_data import shared_file
 
 # Six keypoints with well separated dot colours, left/right pairs among them.
 TRACKED = [KEYPOINT_NAMES.index(n) for n in

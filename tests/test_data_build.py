@@ -4,10 +4,10 @@ import hashlib
 import json
 
 import pytest
+from test_data_fixtures import write_animal3d
 
 from animax.data import Animal3d
 from animax.data.build import build, main
-from test_data_fixtures import write_animal3d
 
 
 def tree_digest(folder):

@@ -7,16 +7,15 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from test_data_fixtures import AP10K_KEYPOINTS, HORSE10_PARTS, write_animal3d, write_coco, write_dlc_project
 
 from animax.data import features, open_source
 from animax.data.build import build
 from animax.data.dlc import read_labels
 from animax.data.keypoint_maps import load_keypoint_map
 from animax.smal.constants import KEYPOINT_NAMES
-from helpers.shared_data import shared_file
 from helpers.nn_reference import U
-from test_data_fixtures import (AP10K_KEYPOINTS, HORSE10_PARTS, write_animal3d, write_coco,
-                                write_dlc_project)
+from helpers.shared_data import shared_file
 
 
 def read_all(name, data_dir, split):

@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 import pytest
+from test_data_fixtures import write_animal3d, write_coco
 
 from animax.data import AugmentConfig, make_loader, open_source
 from animax.data.build import build
@@ -11,7 +12,6 @@ from animax.data.mixture import MixtureSource
 from animax.image.io import load_image
 from animax.predict.predictor import prepare
 from helpers.nn_reference import U
-from test_data_fixtures import write_animal3d, write_coco
 
 BATCH_SHAPES = {
     "image": ((4, 256, 256, 3), np.float32), "mask": ((4, 256, 256), np.float32),

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_data_fixtures import HORSE10_PARTS, _horse_points, dot_image, save
 
 from animax.data import dlc_splits, open_source
 from animax.data.build import build
 from animax.data.build import main as build_main
 from animax.safe_pickle import UnsafePickleError
-from test_data_fixtures import HORSE10_PARTS, _horse_points, dot_image, save
 
 PROJECT = "Horses-Byron-2019-05-08"
 TRAINING_SET = "training-datasets/iteration-0/UnaugmentedDataSet_HorsesMay8"

@@ -8,15 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_smal import lbs_reference, random_pose
 
 from animax.models import build_model, init_variables
 from animax.smal import make_bank, smal_forward, smal_forward_grouped, smal_forward_mixed
 from animax.smal.io import smal_model_from_arrays
 from animax.train import losses, metrics
 from configs import tiny
-from helpers.smal_files import random_smal_arrays
 from helpers.nn_reference import f32_tol, lbs_steps, pipeline_steps, rel_err
-from test_smal import lbs_reference, random_pose
+from helpers.smal_files import random_smal_arrays
 
 # Two species: different vertex counts, templates and numbers of shape directions (of 41 stored).
 SIZES = {"small": (300, 30), "large": (520, 41)}
@@ -156,9 +156,11 @@ def test_pipeline_on_a_bank_gives_each_row_its_own_models_outputs(arrays):
 def test_training_on_two_meshes_alternates_them_and_masks_the_vertex_terms(arrays, tmp_path):
     """config.smal with two files: the synthetic source renders example i with model i mod 2,
     the step trains with the masked vertex loss, evaluation reports PA-MPVPE."""
-    from animax.smal import save_smal
-    from animax.train import input as input_lib, loop
     from test_train_loop import small_config
+
+    from animax.smal import save_smal
+    from animax.train import input as input_lib
+    from animax.train import loop
 
     save_smal(smal_model_from_arrays(arrays["large"], 41, "large"), tmp_path / "large.npz")
     config = small_config(smal=f"standin,{tmp_path / 'large.npz'}")

@@ -2,10 +2,9 @@
 
 from pathlib import Path
 
-import pytest
-
 import nbclient
 import nbformat
+import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

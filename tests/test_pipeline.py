@@ -10,8 +10,8 @@ from animax.models.head_encoder import HeadEncoder, crop_and_resize, head_box
 from animax.smal.constants import HEAD_KEYPOINTS
 from animax.smal.io import smal_model_from_arrays
 from configs import animer_vith, tiny
-from helpers.smal_files import random_smal_arrays
 from helpers.nn_reference import U
+from helpers.smal_files import random_smal_arrays
 
 
 @pytest.fixture(scope="module")

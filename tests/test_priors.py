@@ -7,9 +7,9 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from animax.smal import load_pose_prior, load_shape_prior, pose_prior, shape_prior
+from helpers.nn_reference import U, f32_tol
 from helpers.shared_data import shared_file
 from helpers.smal_files import chumpy_pickle_bytes
-from helpers.nn_reference import U, f32_tol
 
 
 def _random_cov(rng, n):

@@ -9,8 +9,8 @@ from scipy.spatial.transform import Rotation
 from animax.geometry import rot6d_to_rotmat
 from animax.smal import SMALModel, load_smal, save_smal, smal_forward
 from animax.smal.io import smal_model_from_arrays
-from helpers.smal_files import random_smal_arrays
 from helpers.nn_reference import f32_tol, lbs_steps, rot6d_tol
+from helpers.smal_files import random_smal_arrays
 
 NUM_BETAS = 41
 # Float32 steps of LBS for f32_tol; random_smal_arrays skins each vertex to 3 joints.

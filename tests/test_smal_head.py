@@ -6,8 +6,22 @@ import numpy as np
 import torch
 
 from animax.models import smal_head
-from helpers.nn_reference import (U, assert_within, attention, decoder_layer_steps, dense, f32_error, f32_tol, f64,
-                                  gelu, layer_norm, random_params, rel_err, rot6d_tol, split_heads)
+from helpers.nn_reference import (
+    U,
+    assert_within,
+    attention,
+    decoder_layer_steps,
+    dense,
+    f32_error,
+    f32_tol,
+    f64,
+    gelu,
+    layer_norm,
+    random_params,
+    rel_err,
+    rot6d_tol,
+    split_heads,
+)
 from helpers.torch_reference import random_state, to_flax_variables, torch_head, torch_head_shapes, torch_layer
 
 TINY = dict(dim=64, depth=2, heads=4, dim_head=16, mlp_dim=96)

@@ -3,8 +3,8 @@
 its parameters, and every kind through the whole pipeline with the same contract."""
 
 import jax
-import ml_collections
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -12,8 +12,17 @@ from animax.models import build_model
 from animax.models.config import tiny_model_config
 from animax.models.fusion import TransformerFusion, make_fusion
 from animax.models.head_encoder import HeadEncoder, crop_and_resize, head_box
-from helpers.nn_reference import (dense, f32_tol, f64, layer_norm, np_block, np_vit, random_params, rel_err,
-                                  vit_block_steps)
+from helpers.nn_reference import (
+    dense,
+    f32_tol,
+    f64,
+    layer_norm,
+    np_block,
+    np_vit,
+    random_params,
+    rel_err,
+    vit_block_steps,
+)
 
 DIM, DEPTH, HEADS, MLP, FEATURES = 32, 2, 4, 64, 24
 

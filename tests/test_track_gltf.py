@@ -11,9 +11,9 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 from animax.geometry import axis_angle_to_rotmat
-from animax.track.gltf import top_weights, write_glb
 from animax.smal import load_smal, smal_forward
 from animax.smal.standin import walking_pose
+from animax.track.gltf import top_weights, write_glb
 
 FRAMES = 12
 COMPONENTS = {5126: np.float32, 5123: np.uint16, 5125: np.uint32}

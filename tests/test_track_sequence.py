@@ -15,13 +15,13 @@ import trimesh
 
 import infer
 from animax.geometry import axis_angle_to_rotmat, full_image_focal_length
-from animax.track.frames import VideoWriter, open_sequence
 from animax.loading import load_model_or_random
 from animax.predict.predictor import Predictor
-from animax.track.sequence import TrackResult, track_sequence
-from animax.track.smoothing import jitter, smooth_track
 from animax.smal import load_smal
 from animax.smal.constants import KEYPOINT_NAMES
+from animax.track.frames import VideoWriter, open_sequence
+from animax.track.sequence import TrackResult, track_sequence
+from animax.track.smoothing import jitter, smooth_track
 from examples.make_clip import FPS, TWO_WALKERS, render_clip
 
 # PCK@0.1 (a tenth of sqrt(the walker's mask area)) over the clip's visible keypoints that the

@@ -239,8 +239,9 @@ def test_a_misspelt_config_override_is_one_error_line(tmp_path):
 @pytest.fixture(scope="module")
 def built_root(tmp_path_factory):
     """Two built datasets in one root: animal3d (3D labels, train 5 / test 2) and coco_keypoints (2D, train 4)."""
-    from animax.data.build import build
     from test_data_fixtures import write_animal3d, write_coco
+
+    from animax.data.build import build
 
     root = tmp_path_factory.mktemp("datasets")
     write_animal3d(root / "a3d")
@@ -317,9 +318,9 @@ def _event_images(folder):
 
 
 def test_evaluation_logs_a_grid_of_validation_overlays(tmp_path):
-    from animax.viz.overlay import overlay_image
     from animax.train import input as input_lib
     from animax.train.writers import MetricWriter
+    from animax.viz.overlay import overlay_image
 
     config = small_config(eval_overlays=2)
     trainer = loop.Trainer(config, tmp_path)
@@ -385,9 +386,10 @@ def test_adversarial_stage_trains_the_discriminator_against_the_model(tmp_path):
 def test_horse10_trains_on_all_22_parts_through_a_custom_map(tmp_path, capsys):
     """data.source_keypoints + loss.source_keypoint_map: the 13 Horse-10 parts without a SMAL
     keypoint, placed on the mesh by vertex sets, train beside the 9 that map."""
+    from test_data_fixtures import write_dlc_project
+
     from animax.data.build import build
     from animax.data.keypoint_maps import load_keypoint_map
-    from test_data_fixtures import write_dlc_project
 
     write_dlc_project(tmp_path / "dlc")
     build("horse10", tmp_path / "dlc", tmp_path / "data", progress=False)

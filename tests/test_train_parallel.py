@@ -23,8 +23,9 @@ def loss_tol():
     """Relative bound on the loss of another device layout: not bitwise (per-device batch sizes pick
     other kernels, sums run across devices): the whole model's float32 steps and the loss's sums of
     8 x 26 x 3 terms, on both sides."""
-    from helpers.nn_reference import f32_tol, pipeline_steps
     from test_train_loop import small_config
+
+    from helpers.nn_reference import f32_tol, pipeline_steps
 
     return f32_tol(*pipeline_steps(small_config().model), 8 * 26 * 3, sides=2)
 
@@ -111,9 +112,9 @@ def _per_device_fraction(tree):
 
 def _meshes(workdir):
     import jax
+    from test_train_loop import small_config
 
     from animax.train.loop import Trainer
-    from test_train_loop import small_config
 
     report, reference = {}, None
     for name, data, fsdp, devices in (("single", 1, 1, jax.devices()[:1]), ("data8", 8, 1, None),
@@ -139,9 +140,9 @@ def _process(workdir, coordinator, num_processes, process_id):
 
     initialize_distributed(coordinator or None, int(num_processes), int(process_id))
     import jax
+    from test_train_loop import small_config
 
     from animax.train.loop import Trainer
-    from test_train_loop import small_config
 
     trainer = Trainer(small_config(), Path(workdir))
     state, metrics = _step(trainer)

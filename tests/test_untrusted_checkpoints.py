@@ -27,7 +27,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from conftest import chumpy_pickle_bytes, random_smal_arrays
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +38,7 @@ from animax.convert.torch_reader import (
 )
 from animax.safe_pickle import UnsafePickleError
 from animax.smal import load_pickle, load_smal
+from helpers.smal_files import chumpy_pickle_bytes, random_smal_arrays
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "state_dict/backbone.blocks.0.attn.qkv.weight"

@@ -37,8 +37,8 @@ def parse_args(argv):
 
 
 def to_animax(args) -> int:
-    from animax.saved_model import save_model
     from animax.convert.animer import ConversionError, convert
+    from animax.saved_model import save_model
 
     start = time.perf_counter()
     config, variables, report = convert(args.src)
@@ -60,9 +60,9 @@ def to_torch(args) -> int:
     import numpy as np
     import torch
 
-    from animax.saved_model import DISCRIMINATOR, load_discriminator, load_model, read_config
     from animax.convert.animer import to_torch_state_dict
     from animax.files import atomic_write
+    from animax.saved_model import DISCRIMINATOR, load_discriminator, load_model, read_config
 
     config, _ = read_config(args.src)
     _, variables = load_model(args.src)

@@ -17,8 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from animax.data import features
-from animax.data.tfds_builder import (AnimaxBuilder, BadExample, check_example, clean_keypoints,
-                                 find_annotation_splits, read_image, read_mask, resolve_image)
+from animax.data.tfds_builder import (
+    AnimaxBuilder,
+    BadExample,
+    check_example,
+    clean_keypoints,
+    find_annotation_splits,
+    read_image,
+    read_mask,
+    resolve_image,
+)
 from animax.smal.constants import NUM_JOINTS
 from animax.untrusted import read_json
 

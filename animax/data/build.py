@@ -16,7 +16,6 @@ import collections
 import dataclasses
 import inspect
 import json
-import os
 import shutil
 import sys
 import tempfile

@@ -18,9 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from animax.data import features
-from animax.data.tfds_builder import (AnimaxBuilder, BadExample, box_from_keypoints, check_example,
-                                 clean_keypoints, find_annotation_splits, read_image, resolve_image)
 from animax.data.keypoint_maps import KeypointMap, find_keypoint_map, load_keypoint_map
+from animax.data.tfds_builder import (
+    AnimaxBuilder,
+    BadExample,
+    box_from_keypoints,
+    check_example,
+    clean_keypoints,
+    find_annotation_splits,
+    read_image,
+    resolve_image,
+)
 from animax.untrusted import read_json
 
 

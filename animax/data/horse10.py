@@ -47,8 +47,14 @@ import numpy as np
 
 from animax.data import dlc, dlc_splits, features
 from animax.data.keypoint_maps import load_keypoint_map
-from animax.data.tfds_builder import (AnimaxBuilder, BadExample, box_from_keypoints, check_example,
-                                      clean_keypoints, read_image)
+from animax.data.tfds_builder import (
+    AnimaxBuilder,
+    BadExample,
+    box_from_keypoints,
+    check_example,
+    clean_keypoints,
+    read_image,
+)
 from animax.untrusted import read_json
 
 

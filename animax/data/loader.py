@@ -40,8 +40,8 @@ from collections.abc import Sequence
 
 import grain.python as grain
 import numpy as np
-from absl import flags
 import tensorflow_datasets as tfds
+from absl import flags
 from PIL import Image
 
 from animax.data import features

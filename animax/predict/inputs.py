@@ -28,8 +28,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from animax.predict.detections import (DEFAULT_MIN_SCORE, BoxesFileError, coco_boxes, is_coco, is_megadetector,
-                                         load_json, megadetector_boxes)
+from animax.predict.detections import (
+    DEFAULT_MIN_SCORE,
+    BoxesFileError,
+    coco_boxes,
+    is_coco,
+    is_megadetector,
+    load_json,
+    megadetector_boxes,
+)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 BOX_FORMATS = ("xyxy", "xywh")

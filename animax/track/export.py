@@ -18,19 +18,18 @@ inside the frame and 0 outside.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
 from PIL import Image, ImageDraw
 
-from animax.image.raster import render
 from animax.files import AtomicFolder
+from animax.image.raster import render
+from animax.smal.constants import KEYPOINT_NAMES
+from animax.smal.model import smal_forward
 from animax.track.frames import VideoWriter
 from animax.track.gltf import CAMERA_TO_GLTF, write_glb
 from animax.viz.overlay import blend_mesh, draw_keypoints
-from animax.smal.constants import KEYPOINT_NAMES
-from animax.smal.model import smal_forward
 
 SEQUENCE_OUTPUTS = ("arrays", "mesh", "overlay", "json")
 SEQUENCE_FILE = "sequence.json"

@@ -32,7 +32,6 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from animax.models import build_model
-from animax.viz.overlay import overlay_image
 from animax.smal import BodyModelBank, load_body, load_pose_prior, load_shape_prior
 from animax.train import input as input_lib
 from animax.train import metrics as metrics_lib
@@ -42,6 +41,7 @@ from animax.train import state as state_lib
 from animax.train import step as step_lib
 from animax.train.checkpoint import Checkpointer
 from animax.train.writers import MetricWriter, say
+from animax.viz.overlay import overlay_image
 
 MODES = ("train", "one_step", "eval", "export")
 EXPORT_DIR = "export"

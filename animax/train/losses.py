@@ -61,6 +61,7 @@ from animax.models.keypoint_heatmap import in_window, token_centres
 from animax.smal import PARENTS, pose_prior, shape_prior
 from animax.train.metrics import vertex_mask
 
+
 def keypoints_3d_loss(pred, gt):
     """pred [B,K,3], gt [B,K,4] (xyz + confidence) -> scalar. Root-relative (keypoint 0), summed."""
     pred = pred - pred[:, :1]

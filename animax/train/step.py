@@ -55,7 +55,7 @@ class StepSettings:
         adversarial = optim.adversarial_weight(config)
         source_table = None
         if config.loss.get("source_keypoint_map"):
-            from animax.data.keypoint_maps import load_keypoint_map   # only runs with a map need it
+            from animax.data.keypoint_maps import load_keypoint_map  # only runs with a map need it
             source_table = load_keypoint_map(config.loss.source_keypoint_map).prediction_table()
         return cls(config.loss, optim.learning_rate_schedule(config), config.grad_accum_steps,
                    config.optim.grad_clip_norm, lora_scale(config), adversarial,

@@ -21,8 +21,15 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from helpers.torch_reference import (register_tensors, random_state, torch_class_head_shapes, torch_head,
-                                     torch_head_shapes, torch_vit, torch_vit_shapes)
+from helpers.torch_reference import (
+    random_state,
+    register_tensors,
+    torch_class_head_shapes,
+    torch_head,
+    torch_head_shapes,
+    torch_vit,
+    torch_vit_shapes,
+)
 
 # MODEL.BACKBONE.TYPE -> (width, depth, heads, mlp): AniMer's vith, and a tiny one for tests.
 BACKBONES = {"vith": (1280, 32, 16, 5120), "vit_tiny_test": (192, 2, 3, 768)}

@@ -87,10 +87,12 @@ def _reconstruct(subtype, shape, dtype):
     """numpy pickles arrays as _reconstruct(ndarray, (0,), b'b') + __setstate__: the placeholder
     must be empty (the data and its real shape come with the state, checked by `_check_array_state`)."""
     if subtype is not _NDArrayName:
-        raise UnsafePickleError(f"numpy _reconstruct of {getattr(subtype, '__name__', type(subtype).__name__)} is refused")
+        raise UnsafePickleError(f"numpy _reconstruct of {getattr(subtype, '__name__', type(subtype).__name__)} "
+                                "is refused")
     if not (isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)
             and len(shape) <= MAX_DIMS and 0 in shape):
-        raise UnsafePickleError(f"numpy _reconstruct with shape {str(shape)[:80]} (not an empty placeholder) is refused")
+        raise UnsafePickleError(f"numpy _reconstruct with shape {str(shape)[:80]} "
+                                "(not an empty placeholder) is refused")
     return _multiarray._reconstruct(np.ndarray, shape, dtype)
 
 

@@ -39,7 +39,8 @@ del variables
 sd = torch.load({ckpt!r}, map_location="cpu", mmap=True, weights_only=False)["state_dict"]
 with torch.no_grad():
     fmap, cls = torch_vit(sd, torch.from_numpy(images).permute(0, 3, 1, 2)[:, :, :, 32:-32], 16, 32, prefix="backbone.")
-    ref = {{"feature_map": fmap.permute(0, 2, 3, 1), "cls_token": cls, **torch_head(sd, fmap, 6, 8, prefix="smal_head.")}}
+    ref = {{"feature_map": fmap.permute(0, 2, 3, 1), "cls_token": cls,
+           **torch_head(sd, fmap, 6, 8, prefix="smal_head.")}}
 err = {{k: float(np.abs(out[k] - ref[k].double().numpy()).max() / np.abs(ref[k].double().numpy()).max()) for k in out}}
 print("EXACTNESS " + json.dumps(err))
 """
@@ -98,7 +99,8 @@ def main(argv=None):
     ckpt = release / "checkpoints" / "checkpoint.ckpt"
     python = sys.executable
     rows = []
-    for src, label in ((release, "animax convert_weights.py, release folder"), (ckpt, "animax convert_weights.py, .ckpt")):
+    for src, label in ((release, "animax convert_weights.py, release folder"),
+                       (ckpt, "animax convert_weights.py, .ckpt")):
         out = args.workdir / f"out_{'folder' if src == release else 'file'}"
         result = measured([python, "convert_weights.py", str(src), str(out)])
         check = subprocess.run([python, "-c", _EXACTNESS.format(root=str(ROOT), tests=str(ROOT / "tests"),

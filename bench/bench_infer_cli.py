@@ -38,7 +38,8 @@ def write_images(folder, count, width=640, height=480):
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:height, 0:width] / width
     for k in range(count):
-        waves = [sum(np.cos(2 * np.pi * (fx * x + fy * y) + p) for fx, fy, p in rng.uniform([-4, -4, 0], [4, 4, 6.3], (3, 3)))
+        waves = [sum(np.cos(2 * np.pi * (fx * x + fy * y) + p)
+                     for fx, fy, p in rng.uniform([-4, -4, 0], [4, 4, 6.3], (3, 3)))
                  for _ in range(3)]
         image = np.stack(waves, -1)
         image = (image - image.min()) / (image.max() - image.min())

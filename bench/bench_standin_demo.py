@@ -148,7 +148,8 @@ def example_pck(model, variables):
     true_pose = axis_angle_to_rotmat(truth.pose, xp=np)
 
     def keypoints(betas, pose):
-        crop = crop_keypoints(body, jnp.asarray(betas)[None], jnp.asarray(pose)[None], jnp.asarray(result["cam_t"])[None])
+        crop = crop_keypoints(body, jnp.asarray(betas)[None], jnp.asarray(pose)[None],
+                              jnp.asarray(result["cam_t"])[None])
         return crop_keypoints_to_image(crop[0], result["box_center"], result["box_size"])
 
     def with_true_joints(joints):
@@ -189,8 +190,9 @@ def main():
     rows.append({"case": "example", **example_pck(model, variables)})
     report("bench_standin_demo", rows, ["case", "examples", "max_yaw_deg", "pck@0.1", "pa_mpjpe", "pck_legs",
                                         "pck_legs_at_rest", "root_deg_median",
-                                        "limb_deg", "rest_limb_deg", "leg_deg", "rest_leg_deg", "leg_common_deg", "rest_leg_common_deg", "leg_difference_deg",
-                                        "rest_leg_difference_deg", "leg_difference_swapped_deg", "median_error", "pck_true_tail",
+                                        "limb_deg", "rest_limb_deg", "leg_deg", "rest_leg_deg", "leg_common_deg",
+                                        "rest_leg_common_deg", "leg_difference_deg", "rest_leg_difference_deg",
+                                        "leg_difference_swapped_deg", "median_error", "pck_true_tail",
                                         "pck_true_legs", "pck_true_joints", "pck_true_shape", "seconds"],
            extra={"ckpt": args.ckpt})
 

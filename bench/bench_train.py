@@ -22,10 +22,10 @@ the batch), outputs, the part of them aliased to donated arguments, and temporar
 `device_peak_gib` = arguments + outputs - aliased + temporaries is what an accelerator must
 hold. With --memory_batches B1 B2 each animax policy is also compiled (not run) at those
 batches; the device peak is linear in the batch, which gives `max_batch`: the largest batch
-whose peak fits in --memory_gib (PyTorch's: from its peak RSS at the two batches). Model FLOPs are the backbone's, counted analytically
-(common.backbone_flops: training = 3 x forward; remat's recomputation not counted). With
---peak_tflops (the device's dense peak for the compute dtype) the table adds the model FLOPs
-utilisation. Writes bench/results/bench_train.json.
+whose peak fits in --memory_gib (PyTorch's: from its peak RSS at the two batches). Model FLOPs
+are the backbone's, counted analytically (common.backbone_flops: training = 3 x forward; remat's
+recomputation not counted). With --peak_tflops (the device's dense peak for the compute dtype)
+the table adds the model FLOPs utilisation. Writes bench/results/bench_train.json.
 
     python bench/bench_train.py                                          # synthetic_tiny only
     python bench/bench_train.py --cases vith torch_vith --vith_batch 1 --remat none full dots --steps 2
@@ -233,7 +233,8 @@ def torch_case(args, batch, checkpointing, with_heads=False) -> dict:
         times.append(time.perf_counter() - t0)
     step_s = sorted(times)[len(times) // 2]
     flops = 3 * backbone_flops(animal3d.get_config().model) * batch
-    return {"case": "torch_animer" if with_heads else "torch_vith", "side": "pytorch", "batch": batch, "dtype": "float32",
+    return {"case": "torch_animer" if with_heads else "torch_vith", "side": "pytorch",
+            "batch": batch, "dtype": "float32",
             "remat": "checkpoint" if checkpointing else "none", "step_s": step_s, "images_per_s": batch / step_s,
             "achieved_tflops": flops / step_s / 1e12}
 
@@ -303,7 +304,8 @@ def main():
                 rows.append(row)
         elif name in ("torch_vith", "torch_animer"):
             for checkpointing in (False, True):
-                row = run_isolated({"case": name, "args": args, "batch": args.vith_batch, "checkpointing": checkpointing})
+                row = run_isolated({"case": name, "args": args, "batch": args.vith_batch,
+                                    "checkpointing": checkpointing})
                 if args.memory_batches:    # PyTorch's peak is its process's RSS, measured at both batches
                     points = [(b, run_isolated({"case": name, "args": args, "batch": b,
                                                 "checkpointing": checkpointing})["peak_rss_gib"])

@@ -68,7 +68,8 @@ def get_config():
     # ---- initialisation
     init = config.init = ml_collections.ConfigDict()
     init.kind = "animer"                # "scratch", "backbone" (converted ViTPose backbone.pth) or "animer"
-    init.path = placeholder(str)        # converted checkpoint directory (convert_weights.py output); needed unless scratch
+    init.path = placeholder(str)        # converted checkpoint directory (convert_weights.py output);
+                                        # needed unless scratch
 
     # ---- what trains
     config.trainable = "full"           # "full", "frozen_backbone", "lora" (adapters on ViT qkv/proj + heads),

@@ -62,7 +62,8 @@ def render_clip(walkers=ONE_WALKER, num_frames=NUM_FRAMES, size=SIZE, body=None)
     """(frames uint8 [T, H, W, 3], truth) where truth[w] holds walker w's per-frame `keypoints_2d`
     [T, K, 3] (x, y, visible in the picture), `box` [T, 4] and `mask_area` [T] of its own mask
     (before the nearer walkers cover it), `pose` [T, J, 3] (axis-angle, joint 0 in the camera
-    frame) and `trans` [T, 3] (placing the posed body model in the camera frame, as cam_t_full). Nearer walkers are drawn over farther ones."""
+    frame) and `trans` [T, 3] (placing the posed body model in the camera frame, as cam_t_full).
+    Nearer walkers are drawn over farther ones."""
     body = load_smal() if body is None else body
     camera = _camera(*size)
     order = sorted(range(len(walkers)), key=lambda w: -walkers[w].depth)      # far to near

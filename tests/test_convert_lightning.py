@@ -130,7 +130,8 @@ def test_optimizer_state_is_never_read(run, tmp_path, monkeypatch, capsys):
     assert len(optimizer) > 2 * len([k for k in raw["state_dict"] if k.startswith("backbone.")])
     read = []
     original = zipfile.ZipFile.open  # the reader reads members through bounded open().read(n)
-    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: read.append(name) or original(self, name, *a, **k))
+    monkeypatch.setattr(zipfile.ZipFile, "open",
+                        lambda self, name, *a, **k: read.append(name) or original(self, name, *a, **k))
     assert convert_weights.main([str(ckpt), str(tmp_path / "out")]) == 0
     read = set(read)
     assert read and not read & optimizer
@@ -184,7 +185,8 @@ def _hide_in(place, payload):
 def test_payload_anywhere_is_refused_and_nothing_runs(tmp_path, place, capsys):
     marker = tmp_path / "pwned"
     cfg = al.compose(al.write_config_tree(tmp_path / "configs"), al.TINY + al.FROZEN)
-    callbacks = _hide_in_dictconfig(cfg, _Payload(marker)) if place == "DictConfig" else _hide_in(place, _Payload(marker))
+    callbacks = (_hide_in_dictconfig(cfg, _Payload(marker)) if place == "DictConfig"
+                 else _hide_in(place, _Payload(marker)))
     _, ckpt = al.train_and_save(cfg, tmp_path / "run", callbacks=callbacks)
     assert not marker.exists()
     assert convert_weights.main([str(ckpt), str(tmp_path / "out")]) == 1

@@ -278,7 +278,8 @@ def animer_metrics(pred_kp2d, pred_kp3d, pred_vertices, gt_kp2d, gt_kp3d, gt_ver
         z[:, -1, -1] *= torch.sign(torch.linalg.det(u @ v.permute(0, 2, 1)))
         r = v @ z @ u.permute(0, 2, 1)
         scale = (r @ k).diagonal(dim1=-1, dim2=-2).sum(-1) / (x1 ** 2).sum((1, 2))
-        out = scale[:, None, None] * (r @ s1) + (s2.mean(2, keepdim=True) - scale[:, None, None] * (r @ s1.mean(2, keepdim=True)))
+        out = (scale[:, None, None] * (r @ s1)
+               + (s2.mean(2, keepdim=True) - scale[:, None, None] * (r @ s1.mean(2, keepdim=True))))
         return out.permute(0, 2, 1)
 
     def pa_error(pred, gt):
@@ -288,7 +289,8 @@ def animer_metrics(pred_kp2d, pred_kp3d, pred_vertices, gt_kp2d, gt_kp3d, gt_ver
     thresholds = np.linspace(0.0, 1.0, 100)
     return {"pck@0.1": pck(0.1), "pck@0.15": pck(0.15),
             "auc": float(np.trapezoid([pck(th) for th in thresholds], thresholds)),
-            "pa_mpjpe": pa_error(p3 - p3[:, 7:8], g3 - g3[:, 7:8]), "pa_mpvpe": pa_error(t(pred_vertices), t(gt_vertices))}
+            "pa_mpjpe": pa_error(p3 - p3[:, 7:8], g3 - g3[:, 7:8]),
+            "pa_mpvpe": pa_error(t(pred_vertices), t(gt_vertices))}
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ def test_rasterizer_matches_a_brute_force_reference():
     rng = np.random.default_rng(0)
     height, width = 24, 32
     # Triangles of every bounding-box size bucket, some sticking out of the image, at random depths.
-    corners = np.concatenate([rng.uniform(-8, 40, (6, 3, 2)), rng.uniform(5, 15, (6, 1, 2)) + rng.uniform(-3, 3, (6, 3, 2))])
+    corners = np.concatenate([rng.uniform(-8, 40, (6, 3, 2)),
+                              rng.uniform(5, 15, (6, 1, 2)) + rng.uniform(-3, 3, (6, 3, 2))])
     depth = rng.uniform(1, 5, (12, 3, 1))
     screen = np.concatenate([corners, depth], -1).reshape(-1, 3)
     faces = np.arange(len(screen)).reshape(-1, 3)

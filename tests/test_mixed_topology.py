@@ -65,7 +65,8 @@ def test_each_row_is_skinned_by_its_own_model(arrays, models, bank):
         np.testing.assert_array_equal(out["vertices"][b, v:], 0.0)
         np.testing.assert_array_equal(out["vertex_mask"][b], np.arange(520) < v)
         # And against a batch of its own model: same maths, other matrix sizes.
-        own = smal_forward(models[m], jnp.asarray(betas[b:b + 1, :nb], jnp.float32), jnp.asarray(pose[b:b + 1], jnp.float32))
+        own = smal_forward(models[m], jnp.asarray(betas[b:b + 1, :nb], jnp.float32),
+                           jnp.asarray(pose[b:b + 1], jnp.float32))
         for key in ("vertices", "joints", "keypoints_3d"):
             got = np.asarray(out[key][b, :v] if key == "vertices" else out[key][b])
             np.testing.assert_allclose(got, own[key][0], atol=f32_tol(*LBS_STEPS, sides=2) * scale)
@@ -106,7 +107,8 @@ def test_masked_vertex_loss_and_pa_mpvpe_equal_the_unpadded_ones(bank):
     mask = np.asarray(pred["vertex_mask"])
     gt[mask == 0] = 1e3
     has, valid = np.array([1, 1, 0, 1, 1], np.float32), np.ones(5, np.float32)
-    got_loss = losses.vertices_loss(pred["vertices"], jnp.asarray(gt, jnp.float32), pred["vertex_mask"], jnp.asarray(has))
+    got_loss = losses.vertices_loss(pred["vertices"], jnp.asarray(gt, jnp.float32), pred["vertex_mask"],
+                                    jnp.asarray(has))
     got_pa, weight = metrics.pa_mpvpe(pred["vertices"], jnp.asarray(gt, jnp.float32), pred["vertex_mask"],
                                       jnp.asarray(has), jnp.asarray(valid))
     per_row_loss, per_row_pa = [], []

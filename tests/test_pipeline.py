@@ -129,7 +129,8 @@ def test_head_box_covers_hand_placed_head_keypoints():
     side = 40 * 1.4
     # Keypoints rounded to float32 at the crop's scale (256 px), then a few operations: ~4 U 256, x4.
     atol = 16 * U * 256
-    np.testing.assert_allclose(box[0], [120 - side / 2, 70 - side / 2, 120 + side / 2, 70 + side / 2], rtol=0, atol=atol)
+    np.testing.assert_allclose(box[0], [120 - side / 2, 70 - side / 2, 120 + side / 2, 70 + side / 2],
+                               rtol=0, atol=atol)
     np.testing.assert_allclose(box[1], [0, 0, 32, 32], rtol=0, atol=atol)
 
 

@@ -21,7 +21,8 @@ def test_boxes_file_layouts_and_job_planning(tmp_path):
     path.write_text(json.dumps({"format": "xywh", "boxes": {"x/a.jpg": [[1, 2, 3, 4]]}}))
     assert inputs.read_boxes(path) == {"x/a.jpg": [(1, 2, 4, 6)]}
     paths = [Path("x/a.jpg"), Path("y/a.png"), Path("c.jpg")]
-    jobs, failures = inputs.plan_jobs(paths, inputs.BoxSource("b.json", {"x/a.jpg": [(0, 0, 5, 5), (1, 1, 4, 4)], "a.png": []}))
+    jobs, failures = inputs.plan_jobs(paths, inputs.BoxSource("b.json", {"x/a.jpg": [(0, 0, 5, 5), (1, 1, 4, 4)],
+                                                                         "a.png": []}))
     assert [(j.name, j.num_animals) for j in jobs] == [("a", 2), ("a-2", 0)]
     assert [jobs[0].folder_name(k) for k in (0, 1)] == ["a_0", "a_1"]
     assert failures == ["c.jpg: not listed in b.json"]

@@ -60,7 +60,8 @@ def _set(config, dotted, value):
 def compile_cache(tmp_path_factory):
     """A persistent compilation cache for this module's runs, in-process and in subprocesses."""
     path = str(tmp_path_factory.mktemp("jax_cache"))
-    saved = {k: getattr(jax.config, k) for k in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+    saved = {k: getattr(jax.config, k)
+             for k in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     yield path
@@ -113,7 +114,8 @@ def test_resume_is_exact(tmp_path, compile_cache):
     # Bitwise: the same compiled step on the same inputs, the restored state being an exact copy.
     np.testing.assert_array_equal([split[s] for s in range(1, 7)], [straight[s] for s in range(1, 7)])
     final = {name: loop.Trainer(config, tmp_path / name).restore_or_init() for name in ("straight", "split")}
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), final["straight"], final["split"])
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 final["straight"], final["split"])
 
 
 def test_sigterm_saves_and_exits_cleanly_and_kill9_resumes(tmp_path, compile_cache):
@@ -170,7 +172,8 @@ def test_lora_trains_adapters_and_heads_leaving_base_weights(tmp_path, compile_c
     final = jax.device_get(trainer.restore_or_init())
     assert int(final.step) == 2
     jax.tree.map(np.testing.assert_array_equal, initial.params["backbone"], final.params["backbone"])
-    assert not np.allclose(initial.params["smal_head"]["deccam"]["kernel"], final.params["smal_head"]["deccam"]["kernel"])
+    assert not np.allclose(initial.params["smal_head"]["deccam"]["kernel"],
+                           final.params["smal_head"]["deccam"]["kernel"])
     name = "backbone.blocks.attn.qkv"
     assert not np.allclose(initial.lora[name]["b"], final.lora[name]["b"])
     # The export holds the merged kernels: base + (alpha / r) a @ b, readable by load_model.
@@ -199,7 +202,8 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch, c
         source = real(config, body)
         synthetic = getattr(source, "source", source)   # under the data.prefetch reader
         original = synthetic.examples
-        synthetic.examples = lambda indices: {**original(indices), "image": np.full((8, 256, 256, 3), np.nan, np.float32)}
+        synthetic.examples = lambda indices: {**original(indices),
+                                              "image": np.full((8, 256, 256, 3), np.nan, np.float32)}
         return source
 
     monkeypatch.setattr(input_lib, "train_source", poisoned)
@@ -221,7 +225,8 @@ def test_init_from_a_converted_checkpoint(tmp_path, compile_cache):
     marked = jax.tree.map(lambda x: x + 1.0, source.params)
     save_model(tmp_path / "converted", config, {"params": marked, "batch_stats": source.batch_stats})
     for kind, modules in (("backbone", {"backbone"}), ("animer", set(marked))):
-        state = jax.device_get(loop.Trainer(small_config(**{"init.kind": kind, "init.path": str(tmp_path / "converted")}),
+        state = jax.device_get(loop.Trainer(small_config(**{"init.kind": kind,
+                                                            "init.path": str(tmp_path / "converted")}),
                                             tmp_path / kind).restore_or_init())
         for module in marked:
             same = jax.tree.leaves(jax.tree.map(np.array_equal, state.params[module], marked[module]))

@@ -17,6 +17,7 @@ def test_lora_merge_starts_at_the_base_weights_and_adds_a_low_rank_update():
     jax.tree.map(np.testing.assert_array_equal, lora.merge(params, factors, 2.0), params)
     factors["backbone.blocks.attn.qkv"]["b"] = jax.random.normal(jax.random.PRNGKey(1), (2, 2, 18))
     merged = lora.merge(params, factors, 2.0)
-    delta = merged["backbone"]["blocks"]["attn"]["qkv"]["kernel"] - params["backbone"]["blocks"]["attn"]["qkv"]["kernel"]
+    delta = (merged["backbone"]["blocks"]["attn"]["qkv"]["kernel"]
+             - params["backbone"]["blocks"]["attn"]["qkv"]["kernel"])
     assert np.linalg.matrix_rank(np.asarray(delta[0])) == 2
     np.testing.assert_array_equal(merged["backbone"]["blocks"]["mlp"]["fc1"]["kernel"], 1.0)

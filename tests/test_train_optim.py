@@ -33,7 +33,8 @@ def test_optimizer_leaves_frozen_parameters_and_skips_decay_off_kernels():
     config = standin.get_config("tiny")
     config.trainable = "frozen_backbone"
     config.optim.update(warmup_steps=0, learning_rate=0.1, weight_decay=0.5)
-    params = {"backbone": {"proj": {"kernel": jnp.ones(3)}}, "smal_head": {"fc": {"kernel": jnp.ones(3), "bias": jnp.ones(3)}}}
+    params = {"backbone": {"proj": {"kernel": jnp.ones(3)}},
+              "smal_head": {"fc": {"kernel": jnp.ones(3), "bias": jnp.ones(3)}}}
     trainable = {"params": params, "lora": {}}
     tx = optim.make_optimizer(config, trainable)
     zero_grads = jax.tree.map(jnp.zeros_like, trainable)

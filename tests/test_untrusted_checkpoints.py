@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +37,8 @@ from animax.convert.torch_reader import (
 from animax.safe_pickle import UnsafePickleError
 from animax.smal import load_pickle, load_smal
 from helpers.smal_files import chumpy_pickle_bytes, random_smal_arrays
+
+torch = pytest.importorskip("torch")
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "state_dict/backbone.blocks.0.attn.qkv.weight"
@@ -509,7 +509,8 @@ def test_torch_save_output_reads_bit_exactly(tmp_path, monkeypatch):
         "contiguous": base, "transpose": base.t(), "slice": base[1:, 2:5], "offset_view": base.view(-1)[5:11],
         "scalar": torch.tensor(3.25), "empty": torch.zeros(0, 3), "empty_view": base[:, 6:],
         "bf16": torch.randn(3, 5).bfloat16(), "f16": torch.randn(7).half(), "f64": torch.randn(2, 2).double(),
-        "i64": torch.arange(-3, 5), "i32": torch.arange(6, dtype=torch.int32), "i16": torch.tensor([-7, 9], dtype=torch.int16),
+        "i64": torch.arange(-3, 5), "i32": torch.arange(6, dtype=torch.int32),
+        "i16": torch.tensor([-7, 9], dtype=torch.int16),
         "i8": torch.tensor([-3, 4], dtype=torch.int8), "u8": torch.tensor([0, 255], dtype=torch.uint8),
         "bool": torch.tensor([True, False, True]), "broadcast": torch.ones(1).expand(4, 3),
         "tied_a": shared, "tied_b": shared, "tied_t": shared.t(), "param": torch.nn.Parameter(torch.randn(3)),
@@ -519,7 +520,8 @@ def test_torch_save_output_reads_bit_exactly(tmp_path, monkeypatch):
     reference = torch.load(path, weights_only=True)["state_dict"]
     opened = []
     original = zipfile.ZipFile.open
-    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: opened.append(name) or original(self, name, *a, **k))
+    monkeypatch.setattr(zipfile.ZipFile, "open",
+                        lambda self, name, *a, **k: opened.append(name) or original(self, name, *a, **k))
     tree = read_torch_checkpoint(path)
     for name, tensor in reference.items():
         got = tree["state_dict"][name].numpy()
@@ -616,7 +618,8 @@ def _array_pickle(shape, dtype, data, protocol=2):
     """A pickled ndarray whose header (shape, dtype) says what the test wants, with `data`."""
     class Lying:
         def __reduce__(self):
-            return (np._core.multiarray._reconstruct, (np.ndarray, (0,), b"b"), (1, shape, np.dtype(dtype), False, data))
+            return (np._core.multiarray._reconstruct, (np.ndarray, (0,), b"b"),
+                    (1, shape, np.dtype(dtype), False, data))
     return pickle.dumps({"v_template": Lying()}, protocol=protocol)
 
 
@@ -665,7 +668,8 @@ def test_smal_sparse_regressor_with_indices_outside_is_refused(tmp_path):
     def poison(m):
         m.indices[:] = 10**9
     path = _sparse_smal(tmp_path, poison)
-    code = f"from animax.smal import load_smal\ntry:\n    load_smal({str(path)!r})\nexcept ValueError as e:\n    print(e)\n"
+    code = (f"from animax.smal import load_smal\ntry:\n    load_smal({str(path)!r})\n"
+            "except ValueError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr[-2000:]

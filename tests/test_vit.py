@@ -203,7 +203,8 @@ def test_conv_stem_starts_as_a_no_op_and_is_trained():
     images = jnp.asarray(np.random.default_rng(5).normal(size=IMAGE_SHAPE), jnp.float32)
     stemmed, plain = vit.ViT(**TINY, conv_stem=STEM), vit.ViT(**TINY)
     params = stemmed.init(jax.random.key(0), images)["params"]
-    assert params["conv_stem"]["proj"]["kernel"].shape == (1, 1, 16, 64) and not params["conv_stem"]["proj"]["kernel"].any()
+    assert (params["conv_stem"]["proj"]["kernel"].shape == (1, 1, 16, 64)
+            and not params["conv_stem"]["proj"]["kernel"].any())
     without = {k: v for k, v in params.items() if k != "conv_stem"}
     np.testing.assert_array_equal(stemmed.apply({"params": params}, images)["feature_map"],
                                   plain.apply({"params": without}, images)["feature_map"])

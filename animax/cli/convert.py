@@ -26,7 +26,8 @@ from pathlib import Path
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="PyTorch checkpoint (.ckpt/.pth) or AniMer's release folder "
-                             "(checkpoints/checkpoint.ckpt + .hydra/config.yaml); with --to-torch an animax checkpoint dir")
+                             "(checkpoints/checkpoint.ckpt + .hydra/config.yaml); "
+                             "with --to-torch an animax checkpoint dir")
     parser.add_argument("out", help="output animax checkpoint directory (or .pth file with --to-torch)")
     parser.add_argument("--to-torch", action="store_true",
                         help="write an AniMer-named PyTorch state dict from an animax checkpoint")

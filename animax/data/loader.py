@@ -151,7 +151,8 @@ def make_loader(sources: Sequence, *, batch_size: int, seed: int, weights: Seque
                                  shuffle=shuffle, num_epochs=num_epochs, seed=seed)
     return grain.DataLoader(
         data_source=source, sampler=sampler,
-        operations=[PrepareExample(augment, out_size, source_keypoints, antialias), grain.Batch(batch_size, drop_remainder)],
+        operations=[PrepareExample(augment, out_size, source_keypoints, antialias),
+                    grain.Batch(batch_size, drop_remainder)],
         worker_count=worker_count, worker_buffer_size=worker_buffer_size,
         shard_options=shard_options,
         read_options=read_options or grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))

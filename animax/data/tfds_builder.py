@@ -48,7 +48,9 @@ class AnimaxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the animax builders: shared features, array_record files, a skip list."""
 
     VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "`identity`: the individual animal; `pck_scale`: a dataset's own PCK length; `source_keypoints`, `source_mirror`: every keypoint of the source."}
+    RELEASE_NOTES = {"1.0.0": "First release.",
+                     "1.1.0": "`identity`: the individual animal; `pck_scale`: a dataset's own PCK length; "
+                              "`source_keypoints`, `source_mirror`: every keypoint of the source."}
     # Nothing is downloaded, so there are no URL checksums; TFDS would otherwise look for a
     # checksums file beside this code through importlib.resources, which needs the
     # `importlib_resources` backport and fails for namespace-installed packages.

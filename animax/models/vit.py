@@ -230,7 +230,8 @@ class ViT(nn.Module):
             stem = ConvStem(self.width, tuple(self.conv_stem), self.dtype, name="conv_stem")(images)
             if stem.shape != x.shape:
                 raise ValueError(f"conv_stem: {len(self.conv_stem)} halvings give a {stem.shape[1:3]} grid, the "
-                                 f"patch embedding {x.shape[1:3]}; use log2(patch_size) = {self.patch_size.bit_length() - 1}")
+                                 f"patch embedding {x.shape[1:3]}; "
+                                 f"use log2(patch_size) = {self.patch_size.bit_length() - 1}")
             x = x + stem
         b, h, w, c = x.shape
         x = x.reshape(b, h * w, c)

@@ -121,7 +121,8 @@ class _Run:
         try:
             image = load_image(job.path)
         except Exception as e:                # any broken file: one line, the other images go on
-            message = str(e) if isinstance(e, ValueError) else f"{job.path}: cannot read image ({type(e).__name__}: {e})"
+            message = (str(e) if isinstance(e, ValueError)
+                       else f"{job.path}: cannot read image ({type(e).__name__}: {e})")
             self.fail(job, message, range(job.num_animals))
             return _Loaded(job, [])
         loaded = _Loaded(job, [], decode_s=time.perf_counter() - start)

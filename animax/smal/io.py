@@ -146,7 +146,8 @@ def smal_model_from_arrays(data: dict, num_betas: int, name: str) -> SMALModel:
     keypoint_names = tuple(data.get("keypoint_names", constants.KEYPOINT_NAMES))
     return make_smal_model(
         v_template=v_template, shapedirs=shapedirs[..., :num_betas], posedirs=data["posedirs"],
-        j_regressor=_dense(data["J_regressor"], (len(parents), v_template.shape[0]), f"{name}: J_regressor"), lbs_weights=np.asarray(data["weights"]),
+        j_regressor=_dense(data["J_regressor"], (len(parents), v_template.shape[0]), f"{name}: J_regressor"),
+        lbs_weights=np.asarray(data["weights"]),
         faces=np.asarray(data["f"]), parents=parents, joint_names=joint_names,
         keypoint_names=keypoint_names, keypoint_vertex_sets=sets, name=name)
 

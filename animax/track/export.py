@@ -132,5 +132,6 @@ def write_overlay_video(path, frames, tracks, body, fps: float) -> None:
             for track, i in present:
                 draw_keypoints(draw, track.arrays["keypoints2d"][i])
                 x1, y1 = track.arrays["box"][i][:2]
-                draw.text((float(x1) + 3, float(y1) + 3), f"#{track.id}", fill=TRACK_COLORS[track.id % len(TRACK_COLORS)])
+                draw.text((float(x1) + 3, float(y1) + 3), f"#{track.id}",
+                          fill=TRACK_COLORS[track.id % len(TRACK_COLORS)])
             video.write(np.asarray(out))

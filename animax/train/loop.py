@@ -95,8 +95,8 @@ class Trainer:
         self.tx = optim.make_optimizer(config, abstract_trainable)
         trained = optim.trained_mask(abstract_trainable, config.trainable)
         self.abstract_state, self.shardings = state_lib.abstract_train_state(self.model, config, self.tx, self.mesh)
-        self.train_step, self.eval_step, self.preview_step = step_lib.jit_steps(self.model, config, self.tx, self.mesh, self.shardings,
-                                                             load_priors(config.loss), trained)
+        self.train_step, self.eval_step, self.preview_step = step_lib.jit_steps(
+            self.model, config, self.tx, self.mesh, self.shardings, load_priors(config.loss), trained)
         self.checkpointer = Checkpointer(self.workdir, config)
 
     # ---- state

@@ -1,13 +1,13 @@
 """Validation metrics with AniMer's definitions (amr/utils/evaluate_metric.py).
 
-PCK@t (2D, t = 0.10 and 0.15 as AniMer reports): keypoints in crop pixels ((p + 0.5) * CROP_SIZE); a keypoint hits when its distance
-to the ground truth, divided by sqrt(mask area in pixels), is below t. Per sample, the
-confidence-weighted hit count over the total confidence; averaged over samples. Samples
-without a mask (Horse-10, COCO keypoints) use the area of their labelled keypoints' bounding
-box instead (AniMer's data always has masks). AUC: the area under the PCK curve for t from 0
-to 1 (100 thresholds, trapezoid rule), as AniMer's `compute_auc`. Beside them, a dataset's own
-protocol where it has one: Horse-10's PCK@0.3 of the horse's nose-to-eye distance
-(`pck@0.3_nose_eye`, on the keypoints the SMAL layout shares with it).
+PCK@t (2D, t = 0.10 and 0.15 as AniMer reports): keypoints in crop pixels ((p + 0.5) *
+CROP_SIZE); a keypoint hits when its distance to the ground truth, divided by sqrt(mask area in
+pixels), is below t. Per sample, the confidence-weighted hit count over the total confidence;
+averaged over samples. Samples without a mask (Horse-10, COCO keypoints) use the area of their
+labelled keypoints' bounding box instead (AniMer's data always has masks). AUC: the area under
+the PCK curve for t from 0 to 1 (100 thresholds, trapezoid rule), as AniMer's `compute_auc`.
+Beside them, a dataset's own protocol where it has one: Horse-10's PCK@0.3 of the horse's
+nose-to-eye distance (`pck@0.3_nose_eye`, on the keypoints the SMAL layout shares with it).
 PA-MPJPE (3D): both keypoint sets centred on keypoint 7 (AniMer's `pelvis_ind`, the tail
 base), the prediction aligned to the ground truth by the best similarity transform
 (Procrustes with scale), then the mean per-keypoint Euclidean error x 1000 (mm for metres).

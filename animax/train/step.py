@@ -103,7 +103,8 @@ def train_step(state: TrainState, batch, smal, *, model, tx, settings: StepSetti
         outputs, updated = _apply(model, params, batch_stats, smal, micro, train=True,
                                   rngs={"dropout": rng}, mutable=["batch_stats"])
         if adversarial:    # the generator's side: the current discriminator scores the prediction
-            outputs = {**outputs, "discriminator": _discriminate(state.discriminator, outputs["pose"], outputs["betas"])}
+            outputs = {**outputs,
+                       "discriminator": _discriminate(state.discriminator, outputs["pose"], outputs["betas"])}
         loss, terms = losses_lib.total_loss(outputs, micro, settings.loss, priors, settings.source_table)
         fake = jax.lax.stop_gradient((outputs["pose"], outputs["betas"]))
         return loss, (terms, updated["batch_stats"], fake)
@@ -224,7 +225,8 @@ def jit_steps(model, config, tx, mesh, shardings, priors, trained):
     rep = sharding_lib.replicated(mesh)
     batch = sharding_lib.batch_sharding(mesh)
     settings = StepSettings.from_config(config)
-    train = jax.jit(functools.partial(train_step, model=model, tx=tx, settings=settings, priors=priors, trained=trained),
+    train = jax.jit(functools.partial(train_step, model=model, tx=tx, settings=settings, priors=priors,
+                                      trained=trained),
                     in_shardings=(shardings, batch, rep), out_shardings=(shardings, rep), donate_argnums=0)
     evaluate = jax.jit(functools.partial(eval_step, model=model, settings=settings),
                        in_shardings=(shardings, batch, rep), out_shardings=rep)

@@ -138,7 +138,8 @@ def discriminator_shapes():
     shapes = {"D_conv1.weight": (32, 9, 1, 1), "D_conv1.bias": (32,), "D_conv2.weight": (32, 32, 1, 1),
               "D_conv2.bias": (32,)}
     shapes.update({f"pose_out.{j}.{p}": s for j in range(34) for p, s in (("weight", (1, 32)), ("bias", (1,)))})
-    for prefix, dims in (("betas", (41, 10, 5, 1)), ("bone", (24, 10, 5, 1)), ("D_alljoints", (32 * 34, 1024, 1024, 1))):
+    for prefix, dims in (("betas", (41, 10, 5, 1)), ("bone", (24, 10, 5, 1)),
+                         ("D_alljoints", (32 * 34, 1024, 1024, 1))):
         names = ("fc1", "fc2", "out")
         for name, (a, b) in zip(names, zip(dims[:-1], dims[1:])):
             shapes.update({f"{prefix}_{name}.weight": (b, a), f"{prefix}_{name}.bias": (b,)})
@@ -170,7 +171,8 @@ class AniMerLayout(pl.LightningModule):
                    "smal.posedirs": torch.zeros(306, 3889 * 3), "smal.J_regressor": torch.zeros(35, 3889),
                    "smal.lbs_weights": torch.zeros(3889, 35), "smal.faces": torch.zeros(7774, 3, dtype=torch.int32),
                    "smal.parents": torch.zeros(35, dtype=torch.int32),
-                   "shape_prior_loss.betas_prec": torch.zeros(5, 41, 41), "shape_prior_loss.mean_betas": torch.zeros(5, 41),
+                   "shape_prior_loss.betas_prec": torch.zeros(5, 41, 41),
+                   "shape_prior_loss.mean_betas": torch.zeros(5, 41),
                    "pose_prior_loss.mean_pose": torch.zeros(105), "pose_prior_loss.precs": torch.zeros(105, 105),
                    "pose_prior_loss.use_index": torch.zeros(105), "initialized": torch.tensor(False)}
         register_tensors(self, buffers, parameters=False)
@@ -188,7 +190,8 @@ class AniMerLayout(pl.LightningModule):
             h = F.linear(h, sd[f"class_token_head.head.{i}.weight"])
             h = F.batch_norm(h, sd[f"class_token_head.head.{i + 1}.running_mean"],
                              sd[f"class_token_head.head.{i + 1}.running_var"],
-                             sd.get(f"class_token_head.head.{i + 1}.weight"), sd.get(f"class_token_head.head.{i + 1}.bias"))
+                             sd.get(f"class_token_head.head.{i + 1}.weight"),
+                             sd.get(f"class_token_head.head.{i + 1}.bias"))
             h = F.relu(h) if i < 6 else h
         return {**out, "feature_map": fmap, "cls_token": cls, "class_features": h}
 

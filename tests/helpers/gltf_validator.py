@@ -24,7 +24,8 @@ validator.validateBytes(data, {maxIssues: 0})
 
 def _installed() -> Path:
     module = FOLDER / "node_modules" / "gltf-validator"
-    if not (module / "package.json").is_file() or json.loads((module / "package.json").read_text())["version"] != VERSION:
+    if (not (module / "package.json").is_file()
+            or json.loads((module / "package.json").read_text())["version"] != VERSION):
         if shutil.which("npm") is None or shutil.which("node") is None:
             pytest.skip("node and npm are needed to run the Khronos glTF-Validator")
         subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(FOLDER),

@@ -91,10 +91,11 @@ def pipeline_steps(model, tokens=193):
 
 def assert_matches_animer(out, ref, model, keys=("feature_map", "cls_token", "betas", "pose", "cam")):
     """A converted model's outputs `out` against AniMer's float32 PyTorch forward `ref` (NumPy,
-    channels last, with the raw 6D pose as "pose_6d"), each within the two-sided float32 bound of its own path (model = config.model):
-    the ViT's for its features, the head's for betas and cam, and per joint through rot6d's
-    Gram-Schmidt for pose (and LBS after it for vertices): a nearly degenerate 6D vector amplifies
-    the head's rounding, which is why one fixed tolerance fits one CPU's kernels and not another's."""
+    channels last, with the raw 6D pose as "pose_6d"), each within the two-sided float32 bound of
+    its own path (model = config.model): the ViT's for its features, the head's for betas and cam,
+    and per joint through rot6d's Gram-Schmidt for pose (and LBS after it for vertices): a nearly
+    degenerate 6D vector amplifies the head's rounding, which is why one fixed tolerance fits one
+    CPU's kernels and not another's."""
     if "pose" in keys or "vertices" in keys:
         six_d = np.asarray(ref["pose_6d"], np.float64).reshape(-1, 35, 6)
         pose_tol = rot6d_tol(six_d, f32_error(*head_steps(model)), scale=np.abs(six_d).max(), sides=2)

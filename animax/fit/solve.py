@@ -182,6 +182,9 @@ def run_stages(params, evidence: Evidence, body: SMALModel, priors: FitPriors, c
     iterations, seconds, iterations/s and the final loss and terms (means over tracks)."""
     report = []
     active = active_terms(config)
+    # The compiled function depends on the settings, not on the stages (traced): stages of any
+    # length, rate or weights reuse it.
+    settings = dataclasses.replace(config, stages=())
     total = sum(s.iterations for s in config.stages)
     disable = (not sys.stderr.isatty()) if progress is None else not progress
     with tqdm(total=total, unit="it", desc="fit", disable=disable, file=sys.stderr) as bar:
@@ -193,7 +196,7 @@ def run_stages(params, evidence: Evidence, body: SMALModel, priors: FitPriors, c
             while done < stage.iterations:
                 steps = min(config.chunk, stage.iterations - done)
                 params, opt_state, loss, terms = _run_chunk(params, opt_state, evidence, body, priors, values,
-                                                            jnp.int32(steps), config=config, active=active)
+                                                            jnp.int32(steps), config=settings, active=active)
                 done += steps
                 bar.update(steps)
                 bar.set_postfix(loss=f"{float(loss):.4g}")

@@ -71,7 +71,10 @@ def silhouette_outside_term(points, distance, origin, cell, scale):
     """
     u = (points - origin) / cell
     size = distance.shape[0] - 1.0
-    beyond = jnp.linalg.norm(u - jnp.clip(u, 0.0, size), axis=-1) * cell
+    off = u - jnp.clip(u, 0.0, size)
+    off2 = jnp.sum(off * off, axis=-1)
+    # A norm with a zero gradient at 0 (points on the grid), not NaN.
+    beyond = jnp.where(off2 > 0, jnp.sqrt(jnp.where(off2 > 0, off2, 1.0)), 0.0) * cell
     d = bilinear(distance, u[:, 0], u[:, 1]) + beyond
     return jnp.mean((d / scale) ** 2)
 

@@ -104,8 +104,8 @@ def test_animax_fit_lifts_a_deeplabcut_file_end_to_end(tmp_path):
     """A tiny clip: the stand-in walking's true keypoints in DeepLabCut's layout, with a NaN part and an
     unknown body part: the fit is written, the problem is named, the exit code says so."""
     from animax.fit.cli import main
-    from animax.smal import load_smal, smal_forward
     from animax.geometry import axis_angle_to_rotmat, full_image_focal_length
+    from animax.smal import load_smal, smal_forward
     from animax.smal.standin import walking_pose
 
     body = load_smal()

@@ -137,8 +137,15 @@ def error(message):
 def main(argv=None) -> int:
     args = parse_args(argv)
     # The package is imported here so that --help and argument errors answer at once.
-    from animax.loading import (DEMO_CONFIG_NAME, SHIPPED_MODEL_NAME, ModelLoadError, check_files, load_body_models,
-                                load_model_or_random, uses_random_weights)
+    from animax.loading import (
+        DEMO_CONFIG_NAME,
+        SHIPPED_MODEL_NAME,
+        ModelLoadError,
+        check_files,
+        load_body_models,
+        load_model_or_random,
+        uses_random_weights,
+    )
     from animax.predict.inputs import BoxesFileError, BoxSource, expand_inputs, plan_jobs
     from animax.predict.predictor import Predictor
     from animax.predict.run import ImageRunOptions, run_inference

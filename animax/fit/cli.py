@@ -88,7 +88,8 @@ def main(argv=None) -> int:
         flat = keypoints.reshape(-1, 1, *keypoints.shape[2:])
         result = fit(body, flat, image_size, masks=None if masks is None else [[m] for m in masks] * len(names),
                      config=config, priors=priors, progress=not args.no_progress)
-        reshape = lambda a: {k: v.reshape(len(names), num_frames, *v.shape[2:]) for k, v in a.items()}
+        def reshape(a):
+            return {k: v.reshape(len(names), num_frames, *v.shape[2:]) for k, v in a.items()}
         arrays, start = reshape(result.arrays), reshape(result.start)
     results = []
     for i, name in enumerate(names):

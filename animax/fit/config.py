@@ -72,8 +72,8 @@ class FitConfig:
                                                       for s in self.stages))
 
     def with_iterations(self, factor: float) -> FitConfig:
-        return dataclasses.replace(self, stages=tuple(dataclasses.replace(s, iterations=max(1, round(s.iterations * factor)))
-                                                      for s in self.stages))
+        stages = tuple(dataclasses.replace(s, iterations=max(1, round(s.iterations * factor))) for s in self.stages)
+        return dataclasses.replace(self, stages=stages)
 
 
 def default_config(masks: bool = False, clip: bool = False, from_network: bool = True) -> FitConfig:

@@ -97,7 +97,8 @@ def build_evidence(keypoints, image_size, masks=None, valid=None, grid: int = 96
     if valid is None:
         valid = ((k[..., 2] > 0).sum(-1) > 0) | (has_mask > 0)
     focal = float(full_image_focal_length(np.array(image_size, np.float64)))
-    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    def f32(x):
+        return jnp.asarray(x, jnp.float32)
     return Evidence(keypoints=f32(k[..., :2]), confidence=f32(k[..., 2]),
                     focal=f32(np.full((num_animals, num_frames), focal)),
                     center=f32(np.broadcast_to(np.array(image_size, np.float64) / 2, (num_animals, num_frames, 2))),

@@ -34,7 +34,8 @@ class Start:
 
 def from_predictions(results) -> Start:
     """One frame per animal from Predictor result dicts (betas, pose, cam_t_full)."""
-    stack = lambda key: np.stack([np.asarray(r[key], np.float32) for r in results])[:, None]
+    def stack(key):
+        return np.stack([np.asarray(r[key], np.float32) for r in results])[:, None]
     return Start(stack("betas"), stack("pose"), stack("cam_t_full"))
 
 
@@ -106,7 +107,7 @@ def from_keypoints(body, priors, keypoints, focal, center, shared_heading: bool 
     rotations = candidate_rotations(*body_axes(model_points))
     # The root rotation turns the body about its root joint: Y = R (X - j0) + j0.
     turned = np.einsum("cij,kj->cki", rotations, model_points - root) + root
-    solutions = np.zeros((num_animals, num_frames, 4))       # candidate, s, ux, uy
+    np.zeros((num_animals, num_frames, 4))       # candidate, s, ux, uy
     residuals = np.full((num_animals, num_frames, len(rotations)), np.nan)
     fits = {}
     for a in range(num_animals):

@@ -52,7 +52,7 @@ def standin_priors(body) -> FitPriors:
     a stiff spine, legs swinging fore and aft, a loose head and tail) plus the walk's swing
     (`walking_pose`, the stride uniform in [-1, 1]).
     """
-    from animax.data.scenes import joint_sigmas   # the stand-in's pose spread, defined once there
+    from animax.data.scenes import joint_sigmas  # the stand-in's pose spread, defined once there
 
     num_betas, num_joints = body.num_betas, body.num_joints
     beta_std = np.where(np.arange(num_betas) < len(SHAPE_PARAMETERS), 1.0, 0.3)
@@ -60,7 +60,8 @@ def standin_priors(body) -> FitPriors:
                        jnp.asarray(np.diag(1.0 / beta_std)[None], jnp.float32))
     spread = np.sqrt(joint_sigmas(body.joint_names) ** 2 + walking_pose(num_joints) ** 2 / 3.0)
     spread[0] = 1.0           # the root's orientation is the camera's business, not the prior's
-    pose = PosePrior(jnp.zeros(3 * num_joints, jnp.float32), jnp.asarray(np.diag(1.0 / spread.reshape(-1)), jnp.float32))
+    precision = np.diag(1.0 / spread.reshape(-1))
+    pose = PosePrior(jnp.zeros(3 * num_joints, jnp.float32), jnp.asarray(precision, jnp.float32))
     return FitPriors(shape, pose, *limits_from_pose_prior(pose, num_joints))
 
 

@@ -13,6 +13,7 @@ BASE = {"geometry", "files", "safe_pickle", "untrusted"}
 LAYERS = {
     "cli": None,                                          # the command lines may import anything
     "inference": {"predict", "track"},                   # the deprecated re-export
+    "fit": {"track", "predict", "data", "viz", "loading", "models", "smal", "image"} | {"geometry", "files"},
     "track": {"predict", "viz", "loading", "models", "smal", "image"} | BASE,
     "predict": {"viz", "models", "smal", "image"} | BASE,
     "train": {"viz", "data", "models", "saved_model", "smal", "image"} | BASE,

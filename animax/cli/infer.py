@@ -92,6 +92,16 @@ def parse_args(argv=None):
     parser.add_argument("--smooth", type=float, nargs="?", const=1.5, default=0.0, metavar="SIGMA",
                         help="sequences: smooth joint rotations and camera over time with a Gaussian of SIGMA "
                              "frames (default when given: %(const)s) and give each track one shape")
+    parser.add_argument("--fit-keypoints", metavar="FILE",
+                        help="refine the network's prediction by fitting SMAL to these 2D keypoints (animax.fit): "
+                             "COCO keypoint JSON for images, a DeepLabCut .h5/.csv for a video. The fit is "
+                             "exported; the network's prediction stays beside it (OUT/<name>_net/, or <array>_net "
+                             "in a track's npz)")
+    parser.add_argument("--fit-masks", metavar="DIR",
+                        help="with --fit-keypoints: binary mask PNGs (<image stem>.png, or a video frame's number)")
+    parser.add_argument("--fit-keypoint-map", metavar="NAME_OR_JSON",
+                        help="with --fit-keypoints: the body parts' map to SMAL's keypoints (built-in: horse10, "
+                             "ap10k, animal_pose, superanimal_quadruped; or a JSON map file)")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="animals per model call; the last batch is padded (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"),
@@ -104,6 +114,8 @@ def parse_args(argv=None):
         parser.error("--batch-size and --workers must be at least 1")
     if args.smooth < 0 or (args.fps is not None and args.fps <= 0):
         parser.error("--smooth must be at least 0 and --fps positive")
+    if (args.fit_masks or args.fit_keypoint_map) and not args.fit_keypoints:
+        parser.error("--fit-masks and --fit-keypoint-map need --fit-keypoints")
     return args
 
 
@@ -192,14 +204,23 @@ def main(argv=None) -> int:
         label = "" if name is None else f" with body model '{name}'"
         print(f"compiled the model{label} for batches of {args.batch_size} in {predictor.compile():.1f} s",
               file=sys.stderr)
+        if args.fit_keypoints:
+            from animax.fit.run import fit_images
+            failures += fit_images(predictor, group, group_model.body, image_options, args.fit_keypoints,
+                                   args.fit_masks, args.fit_keypoint_map, group_model.info, report=error)
+            continue
         summary = run_inference(predictor, group, group_model.info, image_options)
         for line in summary.lines():
             print(line if name is None else f"{name}: {line}")
         failures += summary.failures
     sequence_failures = 0
     if sequence_specs:
+        refine = None
+        if args.fit_keypoints:
+            from animax.fit.run import track_refiner
+            refine = track_refiner(args.fit_keypoints, args.fit_masks, args.fit_keypoint_map)
         sequence_options = SequenceRunOptions(Path(args.out_dir), args.outputs, args.smooth, args.fps,
-                                              args.batch_size)
+                                              args.batch_size, refine=refine)
         sequence_failures = run_sequences(sequence_specs, loaded, boxes, sequence_options, report=error)
     return 1 if failures or sequence_failures else 0
 

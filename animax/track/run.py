@@ -4,6 +4,7 @@ per failure (a sequence that fails leaves no folder behind)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,9 @@ class SequenceRunOptions:
     fps: float | None = None             # frame rate of image-folder sequences (None: 30)
     max_batch: int = 8                   # animals per model call at most
     progress: bool | None = None         # the progress bar; None: on terminals
+    # refine(tracks, body, num_frames, image_size) -> (tracks, problem lines): e.g. a fit to keypoints
+    # (animax.fit.run.track_refiner), applied after smoothing and before export.
+    refine: Callable | None = None
 
 
 def run_sequences(specs, loaded: LoadedModel, boxes: BoxSource, options: SequenceRunOptions, report=print) -> int:
@@ -68,9 +72,15 @@ def run_sequences(specs, loaded: LoadedModel, boxes: BoxSource, options: Sequenc
             seconds = time.perf_counter() - start
             if options.smooth_sigma > 0:
                 tracks = [smooth_track(t, loaded.body, options.smooth_sigma) for t in tracks]
+            fit_reports = None
+            if options.refine is not None and tracks:
+                tracks, refine_lines = options.refine(tracks, loaded.body, num_frames, tracks[0].image_size)
+                lines += refine_lines
+                fit_reports = {t.id: getattr(t, "fit_report", None) for t in tracks}
             folder = Path(options.out_dir) / name
             write_sequence(folder, tracks, loaded.body, sequence.fps, num_frames,
-                           {"input": str(sequence.path), "failures": lines, **loaded.info}, options.outputs,
+                           {"input": str(sequence.path), "failures": lines, **loaded.info,
+                            **({"fit": fit_reports} if fit_reports is not None else {})}, options.outputs,
                            frames=sequence.frames())
             print(f"{spec}: {num_frames} frames, {len(tracks)} tracks in {seconds:.1f} s "
                   f"({num_frames / max(seconds, 1e-9):.1f} frames/s) -> {folder}")

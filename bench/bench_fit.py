@@ -80,7 +80,8 @@ def synthetic(loaded, count, seed=0, max_yaw=np.radians(45.0)):
         found = labels(scene, posed, scene.camera)
         results.append(predictor.predict(np.round(255 * picture).astype(np.uint8), [scene.box])[0])
         rot = axis_angle_to_rotmat(found["pose"], xp=np).astype(np.float32)
-        truth["vertices"].append(np.asarray(smal_forward(body, np.asarray(scene.betas, np.float32)[None], rot[None])["vertices"][0]))
+        posed = smal_forward(body, np.asarray(scene.betas, np.float32)[None], rot[None])
+        truth["vertices"].append(np.asarray(posed["vertices"][0]))
         truth["keypoints_2d"].append(found["keypoints_2d"])
         truth["keypoints_3d"].append(found["keypoints_3d"])
         truth["mask"].append(mask)
@@ -156,10 +157,13 @@ def torch_fit(body, evidence, params, config, priors):
     import torch
     def f(x):
         return torch.tensor(np.asarray(x), dtype=torch.float32)
-    v_template, shapedirs, j_template, j_shapedirs = f(body.v_template), f(body.shapedirs), f(body.j_template), f(body.j_shapedirs)
-    weights_lbs, kp_index, kp_weight = f(body.lbs_weights), torch.tensor(np.asarray(body.keypoint_index)).long(), f(body.keypoint_weight)
+    v_template, shapedirs = f(body.v_template), f(body.shapedirs)
+    j_template, j_shapedirs = f(body.j_template), f(body.j_shapedirs)
+    weights_lbs, kp_weight = f(body.lbs_weights), f(body.keypoint_weight)
+    kp_index = torch.tensor(np.asarray(body.keypoint_index)).long()
     parents = body.parents
-    kp, conf, focal, center, scale = (f(getattr(evidence, n)) for n in ("keypoints", "confidence", "focal", "center", "scale"))
+    kp, conf, focal, center, scale = (f(getattr(evidence, n))
+                                      for n in ("keypoints", "confidence", "focal", "center", "scale"))
     pmean, pprec = f(priors.pose.mean), f(priors.pose.precision)
     smean, sprec = f(priors.shape.means[0]), f(priors.shape.precisions[0])
     lower, upper = f(priors.lower), f(priors.upper)
@@ -190,7 +194,8 @@ def torch_fit(body, evidence, params, config, priors):
         G = [torch.cat([torch.cat([R[:, 0], rel[:, 0, :, None]], -1),
                         torch.tensor([0, 0, 0, 1.0]).expand(A * T, 1, 4)], 1)]
         for j in range(1, len(parents)):
-            local = torch.cat([torch.cat([R[:, j], rel[:, j, :, None]], -1), torch.tensor([0, 0, 0, 1.0]).expand(A * T, 1, 4)], 1)
+            local = torch.cat([torch.cat([R[:, j], rel[:, j, :, None]], -1),
+                               torch.tensor([0, 0, 0, 1.0]).expand(A * T, 1, 4)], 1)
             G.append(G[parents[j]] @ local)
         G = torch.stack(G, 1)
         posed_j = G[:, :, :3, 3]
@@ -242,7 +247,8 @@ def speed(body, iterations_scale):
     for case, animals, frames in (("speed_batch1", 1, 1), ("speed_batch64", 64, 1), ("speed_clip24", 1, 24)):
         n = animals * frames
         scenes = [sampler.scene("test", i) for i in range(n)]
-        kp = np.stack([labels(s, s.posed_body(body), s.camera)["keypoints_2d"] for s in scenes]).reshape(animals, frames, 26, 3)
+        kp = np.stack([labels(s, s.posed_body(body), s.camera)["keypoints_2d"] for s in scenes])
+        kp = kp.reshape(animals, frames, 26, 3)
         evidence = build_evidence(noisy(kp, 4), (640, 480))
         rot = np.stack([axis_angle_to_rotmat(s.pose, xp=np) for s in scenes]).reshape(animals, frames, -1, 3, 3)
         trans = np.tile([0.0, 0.0, 12.0], (animals, frames, 1))
@@ -271,7 +277,8 @@ def main():
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--speed-only", action="store_true")
-    parser.add_argument("--speed-iterations", type=float, default=0.2, help="scale of the stages' iterations for the speed rows")
+    parser.add_argument("--speed-iterations", type=float, default=0.2,
+                        help="scale of the stages' iterations for the speed rows")
     args = parser.parse_args()
     loaded = load_model_or_random()
     rows = []
@@ -282,9 +289,9 @@ def main():
             print(r, flush=True)
     if not args.skip_speed:
         rows += speed(loaded.body, args.speed_iterations)
-    report("bench_fit_speed" if args.speed_only else "bench_fit", rows, ["case", "examples", "pck@0.1", "pa_mpjpe", "pa_mpvpe", "jitter_px", "jitter_3d_mm",
-                               "kp_error_px", "seconds", "iterations", "animax_s", "torch_s", "speedup",
-                               "animax_ms_per_it", "torch_ms_per_it", "note"])
+    columns = ["case", "examples", "pck@0.1", "pa_mpjpe", "pa_mpvpe", "jitter_px", "jitter_3d_mm", "kp_error_px",
+               "seconds", "iterations", "animax_s", "torch_s", "speedup", "animax_ms_per_it", "torch_ms_per_it", "note"]
+    report("bench_fit_speed" if args.speed_only else "bench_fit", rows, columns)
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def track_refiner(keypoints_file, masks_dir=None, mapping=None, progress=None):
         if masks_dir is not None:
             masks, more = read_masks(masks_dir, image_size, num_frames)
             lines += more
-        refined = []
+        refined, reports = [], {}
         for track in tracks:
             def mismatch(k):
                 seen = k[track.frames, :, 2] > 0
@@ -139,8 +139,8 @@ def track_refiner(keypoints_file, masks_dir=None, mapping=None, progress=None):
                     arrays[key] = fitted.arrays[key][0]
             arrays["fit_individual"] = np.array(name)
             track.arrays = arrays
-            track.fit_report = fitted.report
+            reports[track.id] = fitted.report
             refined.append(track)
-        return refined, lines
+        return refined, reports, lines
     return refine
 

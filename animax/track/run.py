@@ -35,8 +35,9 @@ class SequenceRunOptions:
     fps: float | None = None             # frame rate of image-folder sequences (None: 30)
     max_batch: int = 8                   # animals per model call at most
     progress: bool | None = None         # the progress bar; None: on terminals
-    # refine(tracks, body, num_frames, image_size) -> (tracks, problem lines): e.g. a fit to keypoints
-    # (animax.fit.run.track_refiner), applied after smoothing and before export.
+    # refine(tracks, body, num_frames, image_size) -> (tracks, {track id: report}, problem lines): e.g.
+    # a fit to keypoints (animax.fit.run.track_refiner), after smoothing and before export; the
+    # reports go into sequence.json under "fit".
     refine: Callable | None = None
 
 
@@ -74,9 +75,9 @@ def run_sequences(specs, loaded: LoadedModel, boxes: BoxSource, options: Sequenc
                 tracks = [smooth_track(t, loaded.body, options.smooth_sigma) for t in tracks]
             fit_reports = None
             if options.refine is not None and tracks:
-                tracks, refine_lines = options.refine(tracks, loaded.body, num_frames, tracks[0].image_size)
+                tracks, fit_reports, refine_lines = options.refine(tracks, loaded.body, num_frames,
+                                                                   tracks[0].image_size)
                 lines += refine_lines
-                fit_reports = {t.id: getattr(t, "fit_report", None) for t in tracks}
             folder = Path(options.out_dir) / name
             write_sequence(folder, tracks, loaded.body, sequence.fps, num_frames,
                            {"input": str(sequence.path), "failures": lines, **loaded.info,

@@ -12,7 +12,6 @@ superanimal_quadruped), a JSON file {"name": ..., "keypoints": [...], "to_smal":
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from PIL import Image
 from animax.data.dlc import read_labels
 from animax.data.keypoint_maps import BUILT_IN, KeypointMap, load_keypoint_map
 from animax.smal.constants import KEYPOINT_NAMES
+from animax.untrusted import read_json
 
 MASK_SUFFIXES = (".png",)
 
@@ -47,7 +47,7 @@ def keypoint_map(spec, bodyparts=()) -> KeypointMap:
         return load_keypoint_map(spec)
     path = Path(spec)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, "keypoint map")
         keypoints = tuple(str(k) for k in data["keypoints"])
         to_smal = {str(k).lower(): str(v) for k, v in dict(data["to_smal"]).items()}
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -136,7 +136,10 @@ def read_coco(path, mapping_spec=None):
     """COCO keypoint JSON -> ({file name: [SMAL keypoints [26, 3] per annotation]}, problems)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, "COCO keypoint file")
+    except ValueError as e:                    # names the file already
+        raise InputError(str(e)) from None
+    try:
         images = {img["id"]: str(img["file_name"]) for img in data["images"]}
         categories = {c["id"]: [str(n) for n in c["keypoints"]] for c in data["categories"]}
         annotations = list(data["annotations"])

@@ -268,7 +268,7 @@ def test_documentation_pickle_checks(release, tmp_path):
         with pytest.raises(ValueError, match=problem):
             dlc_splits.documentation_split(bad, folder / "CollectedData_Byron.h5")
     bad.write_bytes(b"not a pickle")
-    with pytest.raises(ValueError, match=f"{bad}: not a readable pickle"):
+    with pytest.raises(ValueError, match=f"{bad}: refused: not a valid pickle"):
         dlc_splits.read_documentation(bad)
 
 

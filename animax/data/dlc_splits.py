@@ -35,14 +35,13 @@ import builtins
 import codecs
 import csv
 import dataclasses
-import pickle
 import re
 from pathlib import Path
 
 import numpy as np
 
 from animax.data import hdf5
-from animax.safe_pickle import NUMPY_GLOBALS, RestrictedUnpickler, UnsafePickleError
+from animax.safe_pickle import NUMPY_GLOBALS, RestrictedUnpickler
 
 MAX_PICKLE_BYTES = 256 << 20      # Horse-10's Documentation pickles are a few MB
 MAX_CSV_BYTES = 64 << 20          # its TrainTestInfo CSVs some 300 kB
@@ -134,17 +133,10 @@ def read_documentation(path) -> tuple[list, np.ndarray, np.ndarray, float | None
                              "for a Documentation pickle")
         with open(path, "rb") as f:
             content = RestrictedUnpickler(f, DOCUMENTATION_GLOBALS, source=str(path)).load()
-    except UnsafePickleError:
-        raise
     except OSError as e:
         raise ValueError(f"{path}: cannot read the Documentation pickle ({e.strerror or e})") from None
-    except (pickle.UnpicklingError, EOFError, TypeError, IndexError, KeyError, AttributeError, MemoryError,
-            RecursionError) as e:
-        raise ValueError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
-    except ValueError as e:       # numpy's errors, and the size check above
-        if str(e).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
+    # RestrictedUnpickler turns any other failure of a damaged or hostile pickle into an
+    # UnsafePickleError (a ValueError) naming the file.
     if not isinstance(content, (list, tuple)) or len(content) != 4:
         raise ValueError(f"{path}: not DeepLabCut's Documentation structure "
                          f"([data, trainIndices, testIndices, trainFraction]; got {type(content).__name__})")

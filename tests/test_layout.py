@@ -13,7 +13,7 @@ BASE = {"geometry", "files", "safe_pickle", "untrusted"}
 LAYERS = {
     "cli": None,                                          # the command lines may import anything
     "inference": {"predict", "track"},                   # the deprecated re-export
-    "fit": {"track", "predict", "data", "viz", "loading", "models", "smal", "image"} | {"geometry", "files"},
+    "fit": {"track", "predict", "data", "viz", "loading", "models", "smal", "image"} | BASE,
     "track": {"predict", "viz", "loading", "models", "smal", "image"} | BASE,
     "predict": {"viz", "models", "smal", "image"} | BASE,
     "train": {"viz", "data", "models", "saved_model", "smal", "image"} | BASE,
@@ -25,7 +25,8 @@ LAYERS = {
     "models": {"smal", "image"} | BASE,
     "smal": BASE,
     "image": BASE,
-    "geometry": set(), "files": set(), "safe_pickle": set(), "untrusted": set(),
+    "geometry": set(), "files": set(), "untrusted": set(),
+    "safe_pickle": {"untrusted"},                         # its refusals are untrusted-file errors
     "assets": set(),
     "animax": {"models", "saved_model", "smal"},          # the package's own face (animax/__init__.py)
 }

@@ -59,23 +59,24 @@ class App:
     # ------------------------------------------------------------------------------- photos
 
     def load_photos(self, files):
-        """Photos uploaded -> (photos state, the photo chooser, the canvas, status)."""
+        """Photos uploaded -> (the upload, photos state, the photo chooser, the canvas, status).
+        A refused upload is taken off the page (its message stays), so the next one starts afresh."""
         if not files:
-            return {}, gr.update(choices=[], value=None), None, ""
+            return gr.update(), {}, gr.update(choices=[], value=None), None, gr.update()
         try:
             photos = read_photos(files, self.limits)
         except UploadError as e:
-            return {}, gr.update(choices=[], value=None), None, error_line(e)
+            return None, {}, gr.update(choices=[], value=None), None, error_line(e)
         names = list(photos)
         first = names[0]
         sizes = ", ".join(f"{n} ({p[1].shape[1]}x{p[1].shape[0]})" for n, p in photos.items())
-        return (photos, gr.update(choices=names, value=first), photos[first][1],
+        return (gr.update(), photos, gr.update(choices=names, value=first), photos[first][1],
                 f"Loaded {sizes}. Click two corners around each animal.")
 
     def photo_canvas(self, photos, name, text, pending=None):
         """The chosen photo with its boxes (and a pending corner) drawn; status for bad lines."""
         if not photos or name not in photos:
-            return None, ""
+            return None, gr.update()
         try:
             boxes = parse_box_text(text, photos, _sizes(photos))
         except BoxTextError as e:
@@ -125,7 +126,7 @@ class App:
 
     def clip_canvas(self, clip, text, pending=None):
         if clip is None:
-            return None, ""
+            return None, gr.update()
         first = clip[1]
         try:
             boxes = parse_box_text(text, ["frame 0"], {"frame 0": (first.shape[1], first.shape[0])})["frame 0"]
@@ -207,10 +208,10 @@ def build(engine: Engine, limits: Limits, folder) -> gr.Blocks:
                     download = gr.File(label="Download: every animal's .npy arrays, mesh.obj, mesh.glb, overlay.png, "
                                              "result.json, the full-picture overlays and keypoints.csv",
                                        elem_id="photo-zip")
-            files.change(app.load_photos, files, [photos, choice, canvas, status])
-            choice.change(lambda p, n, t: app.photo_canvas(p, n, t), [photos, choice, text], [canvas, status]) \
+            files.change(app.load_photos, files, [files, photos, choice, canvas, status])
+            choice.change(lambda p, n, t: app.photo_canvas(p, n, t)[0], [photos, choice, text], canvas) \
                 .then(lambda: None, None, pending)
-            text.input(lambda p, n, t: app.photo_canvas(p, n, t), [photos, choice, text], [canvas, status])
+            text.change(lambda p, n, t: app.photo_canvas(p, n, t), [photos, choice, text], [canvas, status])
             canvas.select(app.click_photo, [photos, choice, text, pending], [text, pending, canvas, status])
             clear.click(lambda p, n: ("", None, *app.photo_canvas(p, n, "")), [photos, choice],
                         [text, pending, canvas, status])
@@ -247,7 +248,7 @@ def build(engine: Engine, limits: Limits, folder) -> gr.Blocks:
                     clip_zip = gr.File(label="Download everything (zip)", elem_id="clip-zip")
             clip_file.change(app.load_clip, clip_file, [clip, clip_canvas, clip_status]) \
                 .then(lambda: ("", None), None, [clip_text, clip_pending])
-            clip_text.input(lambda c, t: app.clip_canvas(c, t), [clip, clip_text], [clip_canvas, clip_status])
+            clip_text.change(lambda c, t: app.clip_canvas(c, t), [clip, clip_text], [clip_canvas, clip_status])
             clip_canvas.select(app.click_clip, [clip, clip_text, clip_pending],
                                [clip_text, clip_pending, clip_canvas, clip_status])
             clip_clear.click(lambda c: ("", None, *app.clip_canvas(c, "")), clip,

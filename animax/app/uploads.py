@@ -71,7 +71,7 @@ def read_photo(path, limits: Limits) -> np.ndarray:
     try:
         image = load_image(path)
     except ValueError as e:
-        reason = str(e).split("cannot read image", 1)[-1].strip(" ()")
+        reason = str(e).replace(str(path), name).split("cannot read image", 1)[-1].strip(" ()")
         raise UploadError(f"{name}: not an image this app can read ({reason})") from None
     return _check_pixels(name, image, limits)
 

@@ -77,8 +77,8 @@ def server(tmp_path_factory):
         time.sleep(0.5)
     assert get(url + "/")[0] == 200
     folder = Path(ready.group(1))
-    yield SimpleNamespace(url=url, process=process, log=log_path, folder=folder, cache=root / "cache" / "animax" / "jax",
-                          root=root)
+    yield SimpleNamespace(url=url, process=process, log=log_path, folder=folder, root=root,
+                          cache=root / "cache" / "animax" / "jax")
     if process.poll() is None:
         process.terminate()
         process.wait(60)
@@ -149,6 +149,14 @@ def wait_for_3d(locator, timeout_s=90) -> np.ndarray:
         time.sleep(1)
 
 
+def save_screenshot(page, path, width=1000):
+    """The whole page, scaled down to `width` pixels: README's pictures stay small."""
+    page.evaluate("() => window.scrollTo(0, 0)")
+    picture = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
+    picture = picture.resize((width, round(picture.height * width / picture.width)), Image.Resampling.LANCZOS)
+    picture.quantize(256).save(path, optimize=True)
+
+
 def glb_document(data: bytes) -> dict:
     magic, version, _ = struct.unpack_from("<4sII", data)
     assert magic == b"glTF" and version == 2
@@ -188,7 +196,7 @@ def test_photo_boxes_drawn_by_clicks_give_infer_py_keypoints(browser, server, sh
     assert view.std(axis=(0, 1)).max() > 10, "the 3D viewer drew nothing"
     page.locator("#photo-keypoints").wait_for()
     assert "left_eye" in page.locator("#photo-keypoints").inner_text()
-    page.screenshot(path=shots / "app_photos.png")
+    save_screenshot(page, shots / "app_photos.png")
 
     archive = zipfile.ZipFile(io.BytesIO(fetch(page, page.locator("#photo-zip a").first, "href")))
     names = set(archive.namelist())
@@ -257,12 +265,13 @@ def test_clip_is_tracked_with_progress_video_and_files(browser, server, shots):
     assert track["keypoints2d"].shape == (24, 26, 2) and list(track["frames"]) == list(range(24))
     assert "keypoints2d_raw" in track                                      # smoothed (the slider's default)
     csv_lines = fetch(page, files["track_0_DLC.csv"], "href").decode().splitlines()
-    assert csv_lines[0].startswith("scorer,animax") and len(csv_lines) == 3 + 24     # scorer, bodyparts, coords; a row a frame
+    # Three header rows (scorer, bodyparts, coords), then a row a frame.
+    assert csv_lines[0].startswith("scorer,animax") and len(csv_lines) == 3 + 24
     archive = zipfile.ZipFile(io.BytesIO(fetch(page, page.locator("#clip-zip a").first, "href")))
     assert {"standin_walk/overlay.mp4", "standin_walk/track_0.glb"} <= set(archive.namelist())
     view = wait_for_3d(page.locator("#clip-3d"))
     assert view.std(axis=(0, 1)).max() > 10, "the 3D viewer drew nothing"
-    page.screenshot(path=shots / "app_clip.png")
+    save_screenshot(page, shots / "app_clip.png")
     page.close()
 
 

@@ -21,8 +21,15 @@ from pathlib import Path
 import gradio as gr
 
 from animax.app.boxes import BoxTextError, add_corner, draw_boxes, parse_box_text
-from animax.app.engine import (KEYPOINT_COLUMNS, Engine, clip_frame_boxes, photo_boxes, remove_old_runs, run_clip,
-                               run_photos)
+from animax.app.engine import (
+    KEYPOINT_COLUMNS,
+    Engine,
+    clip_frame_boxes,
+    photo_boxes,
+    remove_old_runs,
+    run_clip,
+    run_photos,
+)
 from animax.app.uploads import Limits, UploadError, open_clip, read_boxes_file, read_photos
 from animax.track.frames import VIDEO_SUFFIXES
 

@@ -68,20 +68,20 @@ def server(tmp_path_factory):
                                    stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not (ready := re.search(r"animax-app: ready .* \(files in (\S+)\)", log_path.read_text())):
-        if process.poll() is not None:
-            pytest.fail(f"the app exited with {process.returncode}:\n{log_path.read_text()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the app did not start in {START_TIMEOUT_S} s:\n{log_path.read_text()}")
-        time.sleep(0.5)
-    assert get(url + "/")[0] == 200
-    folder = Path(ready.group(1))
-    yield SimpleNamespace(url=url, process=process, log=log_path, folder=folder, root=root,
-                          cache=root / "cache" / "animax" / "jax")
-    if process.poll() is None:
-        process.terminate()
-        process.wait(60)
+    try:
+        while not (ready := re.search(r"animax-app: ready .* \(files in (\S+)\)", log_path.read_text())):
+            if process.poll() is not None:
+                pytest.fail(f"the app exited with {process.returncode}:\n{log_path.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the app did not start in {START_TIMEOUT_S} s:\n{log_path.read_text()}")
+            time.sleep(0.5)
+        assert get(url + "/")[0] == 200
+        yield SimpleNamespace(url=url, process=process, log=log_path, folder=Path(ready.group(1)), root=root,
+                              cache=root / "cache" / "animax" / "jax")
+    finally:                  # a failed start or a failed test leaves no server behind
+        if process.poll() is None:
+            process.terminate()
+            process.wait(60)
 
 
 @pytest.fixture(scope="module")

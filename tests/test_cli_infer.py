@@ -131,6 +131,7 @@ def test_outputs_chooses_the_files_and_skips_the_overlay(tmp_path):
     code, lines = run_cli(["--input", EXAMPLE, "--out_dir", out, "--random-weights", "--outputs", "arrays,json",
                            "--batch-size", 1])
     assert code == 0, lines
+    assert lines.count(infer_cli.NO_BOXES_NOTE) == 1        # no boxes given: said once
     folder = out / EXAMPLE.stem
     expected = export.files_of(("arrays", "json"))
     assert sorted(p.name for p in folder.iterdir()) == sorted(expected) and "overlay.png" not in expected
@@ -142,6 +143,12 @@ def test_outputs_chooses_the_files_and_skips_the_overlay(tmp_path):
     with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(io.StringIO()):
         infer.main(["--input", str(EXAMPLE), "--out_dir", str(out), "--outputs", "arrays,video"])
     assert exit_info.value.code == 2
+
+
+def test_no_boxes_note_only_without_boxes(batch_run):
+    from animax.cli import infer as infer_cli
+
+    assert infer_cli.NO_BOXES_NOTE not in batch_run.lines and "--boxes" in infer_cli.NO_BOXES_NOTE
 
 
 def test_arrays_file_holds_every_animal_in_input_order(batch_run, tmp_path):

@@ -12,6 +12,7 @@ BASE = {"geometry", "files", "safe_pickle", "untrusted"}
 # Each unit (a subpackage or a top-level module of animax) and the units it may import.
 LAYERS = {
     "cli": None,                                          # the command lines may import anything
+    "app": {"fit", "track", "predict", "viz", "loading", "models", "smal", "image"} | BASE,   # the web app
     "inference": {"predict", "track"},                   # the deprecated re-export
     "fit": {"track", "predict", "data", "viz", "loading", "models", "smal", "image"} | BASE,
     "track": {"predict", "viz", "loading", "models", "smal", "image"} | BASE,

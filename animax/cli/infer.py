@@ -39,6 +39,11 @@ results (with --coco-images) or a COCO dataset file. Keys are the paths as given
 parts of them or file names; [] = no animal; an image missing from the file is a failure."""
 
 
+NO_BOXES_NOTE = ("note: no --bbox or --boxes given: each image (and each video's first frame) is one box, the "
+                 "whole picture; the model expects the animal centred and filling its box, so give boxes: "
+                 "--boxes FILE takes a detector's output as it is (MegaDetector, COCO results), or draw them "
+                 "in the web app (animax-app)")
+
 # animax.predict.export.OUTPUTS, spelled out so that --help answers before the package loads.
 OUTPUT_KINDS = ("arrays", "mesh", "overlay", "json")
 
@@ -195,6 +200,8 @@ def main(argv=None) -> int:
     except ModelLoadError as e:
         error(e)
         return 1
+    if args.bbox is None and args.boxes is None:
+        print(NO_BOXES_NOTE, file=sys.stderr)
     if args.smal is None and loaded.info["body_model"]["name"] == "standin" and (None in groups or not groups):
         print("note: no --smal given, using the license-free stand-in quadruped", file=sys.stderr)
     image_options = ImageRunOptions(Path(args.out_dir), args.outputs, args.arrays_file, args.workers)

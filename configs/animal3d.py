@@ -33,7 +33,9 @@ def get_config():
     data.eval_examples = placeholder(int)  # evaluate on the first N held-out examples (unset: the whole split)
     data.eval_sets = placeholder(str)   # --mode eval: "DATASET:SPLIT,..." in data.root, each reported in AniMer's
                                         # layout (unset: data.name's eval_split; training always evaluates that)
-    data.augment = True                 # AniMer's augmentation (scale 0.3, rot 30 deg @0.6, trans 0.02 @0.5, colour 0.2)
+    data.augment = True                 # AniMer's augmentation (scale 0.3, rot 30 deg @0.6, trans 0.02, colour 0.2)
+    data.antialias = False              # blur training crops first (AniMer's DATASETS.USE_SKIMAGE_ANTIALIAS, off
+                                        # there); evaluation never blurs. Inference keeps its demo blur.
     data.gt_fraction = 1.0              # synthetic_inline only: share of examples with SMAL parameter GT
     data.train_examples = placeholder(int)  # synthetic_inline only: train on examples 0..N-1 over and over
                                         # (the overfitting probe of docs/training.md); unset: always new ones

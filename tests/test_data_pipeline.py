@@ -66,13 +66,21 @@ def test_batch_format(sources):
     assert visible.any() and (np.abs(batch["keypoints_2d"][..., :2][visible]) < 1.0).all()
 
 
-def test_evaluation_crop_is_the_inference_crop(sources):
-    """augment=None gives exactly what inference feeds the model: one implementation."""
+def test_evaluation_crop_is_animer_dataset_crop_not_the_inference_crop(sources):
+    """augment=None gives AniMer's EvaluationDataset crop (floored centre, no blur, whole grey
+    levels; tests/test_data_animer_parity.py checks it against cv2), not inference's."""
+    from animax.data import prepare_example
+    from animax.image.crop import IMAGE_MEAN, IMAGE_STD
+
     batch = next(iter(loader(sources, augment=None, shuffle=False, weights=[1.0, 0.0], num_epochs=1)))
     for row in range(4):                             # one source, unshuffled: read in order
         example = sources[0][row]
-        expected = prepare(load_image(io.BytesIO(example["image"])), example["bbox"]).crop
-        np.testing.assert_array_equal(batch["image"][row], expected)  # the same NumPy code on the same input
+        np.testing.assert_array_equal(batch["image"][row], prepare_example(example)["image"])
+        grey = batch["image"][row] * IMAGE_STD + IMAGE_MEAN
+        # Whole grey levels: float32 normalisation there and back, ~2 U 255 / 0.0039 of a level.
+        np.testing.assert_allclose(grey, np.round(grey), atol=1e-3)
+        inference = prepare(load_image(io.BytesIO(example["image"])), example["bbox"]).crop
+        assert not np.array_equal(batch["image"][row], inference)    # inference keeps the warp's fractions
 
 
 def test_same_seed_same_batches(sources):

@@ -1,13 +1,14 @@
-"""AniMer's training augmentation and crop: one stored example -> one network input.
+"""AniMer's training augmentation and dataset crop: one stored example -> one network input.
 
-The crop is `animax.image.crop.crop` (square box, anti-aliasing blur, OpenCV-convention
-bilinear warp, ImageNet normalisation), the one inference calls too: a plain `Augmentation()`
-with the inference blur radius gives exactly the inference pixels. Augmentation jitters that
-crop the way AniMer's `get_example` / `do_augmentation` do: scale, in-plane rotation,
-translation of the box, per-channel colour gain, and an optional horizontal flip. Every annotation follows the warp exactly: 2D keypoints through
-the same affine map, 3D keypoints and the global orientation through the matching camera-
-frame map (a rotation about the optical axis, times the x flip), and a flip also mirrors
-the animal (left/right keypoints and joints swap, see `animax.data.mirror`).
+The crop is `animax.image.crop.crop` with a dataset recipe (AniMer's `get_example`: the box
+centre floored, no blur unless asked, whole grey levels), and the mask rule of its datasets.
+Augmentation jitters that crop the way `do_augmentation` draws it and `get_example` applies
+it: scale, in-plane rotation, translation of the box, per-channel colour gain, and an optional
+horizontal flip. Every annotation follows the warp exactly: 2D keypoints through the same
+affine map, 3D keypoints and the global orientation through the matching camera-frame map (a
+rotation about the optical axis, times the x flip: AniMer's `keypoint_3d_processing` and
+`rot_aa`), and a flip also mirrors the animal (left/right keypoints and joints swap, see
+`animax.data.mirror`).
 """
 
 from __future__ import annotations
@@ -18,43 +19,47 @@ import numpy as np
 
 from animax.data.mirror import KEYPOINT_MIRROR, transform_pose
 from animax.geometry import CROP_SIZE, axis_angle_to_rotmat
-from animax.image.crop import INFERENCE_BLUR_TRUNCATE, apply_affine, crop, invert_affine, square_box
+from animax.image.crop import DATASET, apply_affine, crop, dataset_box, invert_affine, square_box
 
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """AniMer's stage-2 augmentation (its DATASETS.CONFIG), flips off as in AniMer."""
-    scale_factor: float = 0.3        # box size x (1 + clip(N(0,1), -1, 1) * scale_factor)
+    """AniMer's augmentation: its DATASETS.CONFIG (amr/configs_hydra/experiment/default.yaml,
+    which both AniMerStage1.yaml and AniMerStage2.yaml take unchanged), as `do_augmentation`
+    uses it. Two of its keys do nothing there and have no field here: TRANS_AUG_RATE (0.5; the
+    translation is always drawn) and EXTREME_CROP_AUG_RATE (0.0; its extreme crops index human
+    keypoints 25.. and cannot run on 26 SMAL keypoints). Flips are off (DO_FLIP False); AniMer's
+    flip code would fail if on (`fliplr_params` reads a missing 'translation' key), animax's
+    mirrors the animal properly."""
+    scale_factor: float = 0.3        # box side x (1 + clip(N(0,1), -1, 1) x this)
     rotation_factor: float = 30.0    # degrees x clip(N(0,1), -2, 2) ...
     rotation_rate: float = 0.6       # ... with this probability, else 0
-    translation_factor: float = 0.02  # box centre += box size x clip(N(0,1), -1, 1) x this ...
-    translation_rate: float = 0.5    # ... with this probability, else no shift
+    translation_factor: float = 0.02  # box centre += unscaled box side x clip(N(0,1), -1, 1) x this, x and y
     color_scale: float = 0.2         # each RGB channel x U(1 - c, 1 + c), clipped to 0..255
     flip_rate: float = 0.0           # probability of a horizontal flip
 
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-    """One draw of the augmentation; the default is the plain inference crop."""
+    """One draw of the augmentation; the default is the plain crop."""
     scale: float = 1.0
-    rotation_deg: float = 0.0
-    shift: tuple[float, float] = (0.0, 0.0)   # box-centre shift in box sizes (x, y)
+    rotation_deg: float = 0.0                 # AniMer's rot (`animax.image.crop.crop_transform`)
+    shift: tuple[float, float] = (0.0, 0.0)   # box-centre shift in box sides (x, y): AniMer's tx, ty
     flip: bool = False
     color: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 def sample_augmentation(rng: np.random.Generator, config: AugmentConfig) -> Augmentation:
-    """Draws one augmentation; the same generator state always gives the same draw."""
+    """Draws one augmentation as `do_augmentation` does; the same generator state always gives
+    the same draw."""
+    shift = np.clip(rng.standard_normal(2), -1.0, 1.0) * config.translation_factor
     scale = 1.0 + np.clip(rng.standard_normal(), -1.0, 1.0) * config.scale_factor
     rotation = np.clip(rng.standard_normal(), -2.0, 2.0) * config.rotation_factor
     rotate = rng.random() < config.rotation_rate
-    shift = np.clip(rng.standard_normal(2), -1.0, 1.0) * config.translation_factor
-    translate = rng.random() < config.translation_rate
     flip = rng.random() < config.flip_rate
     color = rng.uniform(1.0 - config.color_scale, 1.0 + config.color_scale, 3)
     return Augmentation(scale=float(scale), rotation_deg=float(rotation) if rotate else 0.0,
-                        shift=tuple(shift) if translate else (0.0, 0.0), flip=bool(flip),
-                        color=tuple(color))
+                        shift=(float(shift[0]), float(shift[1])), flip=bool(flip), color=tuple(color))
 
 
 def camera_frame_map(dst_from_src) -> np.ndarray:
@@ -75,29 +80,32 @@ def _without_last_channel(array):
     return items.copy().view(np.float32).reshape(array.shape[:-1] + (3,))
 
 
-def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZE,
-                 truncate=INFERENCE_BLUR_TRUNCATE) -> dict:
+def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZE, recipe=DATASET) -> dict:
     """The network input and targets of one example under one augmentation.
 
     pixels uint8 [H, W, 3] RGB, or [H, W, 4] with the mask (255 = animal) as fourth channel:
-    the mask then goes through the same warp and blur, as AniMer crops its RGBA image.
+    the mask then goes through the same warp (and blur), as AniMer crops its RGBA image.
     example: the stored arrays (`bbox`, `keypoints_2d`, `keypoints_3d`, `pose` axis-angle;
-    see animax.data.features). truncate: the anti-aliasing blur's radius in sigmas (AniMer's
-    training uses TRAINING_BLUR_TRUNCATE, its inference INFERENCE_BLUR_TRUNCATE).
-    Returns float32 `image [S,S,3]` (ImageNet-normalised), `mask [S,S]` (0..1, zeros without
-    a mask), `keypoints_2d [26,3]` (crop-normalised x, y in [-0.5, 0.5] over the crop, and
+    see animax.data.features). recipe: `animax.image.crop` DATASET (AniMer's training and
+    evaluation data) or DATASET_ANTIALIAS (its USE_SKIMAGE_ANTIALIAS); INFERENCE gives what
+    inference feeds the model.
+    Returns float32 `image [S,S,3]` (ImageNet-normalised), `mask [S,S]` (0..1; zeros without
+    a mask; all ones where the cropped mask is everywhere below 0.5, as AniMer's datasets),
+    `keypoints_2d [26,3]` (crop-normalised x, y in [-0.5, 0.5] over the crop, and
     confidence), `keypoints_3d [26,4]`, `pose [35,3,3]` rotation matrices, `source_keypoints
     [S,3]` (the source's own keypoints, crop-normalised like keypoints_2d; mirrored by
     `source_mirror`), `zoom` (crop pixels per image pixel).
     """
-    center, size = square_box(example["bbox"])
+    center, size = (dataset_box if recipe.floor_center else square_box)(example["bbox"])
     center = center + np.asarray(augmentation.shift) * size
     size = size * augmentation.scale
     pixels, src_from_dst = crop(pixels, center, size, rotation_deg=augmentation.rotation_deg,
                                 flip=augmentation.flip, gain=augmentation.color, out_size=out_size,
-                                truncate=truncate)
+                                recipe=recipe)
     if pixels.shape[-1] == 4:
-        rgb, crop_mask = _without_last_channel(pixels), np.ascontiguousarray(pixels[..., 3])
+        rgb, crop_mask = _without_last_channel(pixels), np.clip(pixels[..., 3], 0.0, 1.0)
+        if (crop_mask < 0.5).all():
+            crop_mask = np.ones_like(crop_mask)     # AniMer: a mask that lost the animal counts as everywhere
     else:
         rgb, crop_mask = pixels, np.zeros((out_size, out_size), np.float32)
 

@@ -7,8 +7,10 @@
     state = iterator.get_state()     # bytes; `iter(loader).set_state(state)` resumes on the next batch
 
 Batches (B = batch_size, S = out_size, 256 by default):
-    image             float32 [B,S,S,3]  ImageNet-normalised RGB crop
-    mask              float32 [B,S,S]    animal mask in 0..1 (zeros where has_mask is 0)
+    image             float32 [B,S,S,3]  ImageNet-normalised RGB crop, made as AniMer's datasets make
+                                         theirs (animax.image.crop.DATASET)
+    mask              float32 [B,S,S]    animal mask in 0..1 (zeros where has_mask is 0; all ones
+                                         where the crop's mask is everywhere below 0.5, as AniMer)
     keypoints_2d      float32 [B,26,3]   x, y crop-normalised (kp / S - 0.5) and confidence
     keypoints_3d      float32 [B,26,4]   camera-frame x, y, z (rotated with the crop) and confidence
     betas             float32 [B,41]
@@ -46,7 +48,7 @@ from animax.data import features
 from animax.data.augment import Augmentation, AugmentConfig, crop_example, sample_augmentation
 from animax.data.mixture import MixtureSource
 from animax.geometry import CROP_SIZE
-from animax.image.crop import INFERENCE_BLUR_TRUNCATE, TRAINING_BLUR_TRUNCATE
+from animax.image.crop import DATASET, DATASET_ANTIALIAS
 from animax.image.io import open_rgb
 
 _FLAGS = ("has_betas", "has_pose", "has_keypoints_3d", "has_mask")
@@ -74,10 +76,10 @@ def decode_example(example) -> np.ndarray:
     return np.asarray(image)
 
 
-def prepare_example(example, augmentation=Augmentation(), out_size=CROP_SIZE,
-                    truncate=INFERENCE_BLUR_TRUNCATE) -> dict:
-    """One stored example -> one batch row (see the module docstring for the fields)."""
-    out = crop_example(decode_example(example), example, augmentation, out_size, truncate)
+def prepare_example(example, augmentation=Augmentation(), out_size=CROP_SIZE, recipe=DATASET) -> dict:
+    """One stored example -> one batch row (see the module docstring for the fields), cropped
+    as AniMer's datasets crop (`animax.image.crop.DATASET`) unless `recipe` says otherwise."""
+    out = crop_example(decode_example(example), example, augmentation, out_size, recipe)
     out["betas"] = np.asarray(example["betas"], np.float32)
     out["family"] = np.int32(example["family"])
     out["identity"] = np.int32(example["identity"])
@@ -97,19 +99,21 @@ def fixed_source_keypoints(keypoints, count: int) -> np.ndarray:
 
 
 class PrepareExample(grain.RandomMapTransform):
-    """grain transform: a (source index, stored example) pair -> a batch row, augmented with
-    AniMer's training blur radius when `augment` is given, else exactly the inference crop."""
+    """grain transform: a (source index, stored example) pair -> a batch row, augmented when
+    `augment` is given (training), else the plain crop (AniMer's EvaluationDataset); both crop
+    as AniMer's datasets, blurred only with `antialias` (its USE_SKIMAGE_ANTIALIAS)."""
 
-    def __init__(self, augment: AugmentConfig | None, out_size=CROP_SIZE, source_keypoints: int = 0):
+    def __init__(self, augment: AugmentConfig | None, out_size=CROP_SIZE, source_keypoints: int = 0,
+                 antialias: bool = False):
         self.augment = augment
         self.out_size = out_size
         self.source_keypoints = source_keypoints
-        self.truncate = TRAINING_BLUR_TRUNCATE if augment else INFERENCE_BLUR_TRUNCATE
+        self.recipe = DATASET_ANTIALIAS if antialias else DATASET
 
     def random_map(self, element, rng: np.random.Generator):
         source_index, example = element
         augmentation = sample_augmentation(rng, self.augment) if self.augment else Augmentation()
-        out = prepare_example(example, augmentation, self.out_size, self.truncate)
+        out = prepare_example(example, augmentation, self.out_size, self.recipe)
         out["dataset"] = np.int32(source_index)
         source = out.pop("source_keypoints")
         if self.source_keypoints:
@@ -122,12 +126,14 @@ def make_loader(sources: Sequence, *, batch_size: int, seed: int, weights: Seque
                 num_epochs: int | None = None, shuffle: bool = True, drop_remainder: bool = True,
                 shard_options: grain.ShardOptions | None = None, out_size: int = CROP_SIZE,
                 worker_buffer_size: int = 2, read_options: grain.ReadOptions | None = None,
-                source_keypoints: int = 0) -> grain.DataLoader:
+                source_keypoints: int = 0, antialias: bool = False) -> grain.DataLoader:
     """A grain DataLoader over `sources` mixed by `weights` (default: equal).
 
     seed: shuffling and augmentation; num_epochs None = endless; worker_count 0 = in this
     process; shard_options: e.g. grain.ShardByJaxProcess() for multi-host training (default:
-    no sharding). augment None gives the plain inference crop (evaluation).
+    no sharding). augment None gives the plain crop (evaluation). Crops are AniMer's dataset
+    crops (`animax.image.crop.DATASET`: floored box centre, no blur, whole grey levels);
+    antialias: blur first as its DATASETS.USE_SKIMAGE_ANTIALIAS would (off in AniMer).
     read_options: record reading threads and read-ahead per process. The default is small:
     records come from local array_record files and decoding dominates, and grain's own
     default (16 threads, 500 records ahead) costs more in thread start-up and contention
@@ -145,7 +151,7 @@ def make_loader(sources: Sequence, *, batch_size: int, seed: int, weights: Seque
                                  shuffle=shuffle, num_epochs=num_epochs, seed=seed)
     return grain.DataLoader(
         data_source=source, sampler=sampler,
-        operations=[PrepareExample(augment, out_size, source_keypoints), grain.Batch(batch_size, drop_remainder)],
+        operations=[PrepareExample(augment, out_size, source_keypoints, antialias), grain.Batch(batch_size, drop_remainder)],
         worker_count=worker_count, worker_buffer_size=worker_buffer_size,
         shard_options=shard_options,
         read_options=read_options or grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))

@@ -1,14 +1,26 @@
 """AniMer's crop: box -> network input, one implementation for training data and inference.
 
-Square box, Gaussian anti-aliasing when downsampling, an affine bilinear warp in OpenCV's
+Square box, an optional Gaussian anti-aliasing blur, an affine bilinear warp in OpenCV's
 pixel convention with a zero border, RGB, ImageNet normalisation. `crop` chains them; the
 training augmentation only chooses its arguments (a scaled, shifted, rotated or flipped box,
-a colour gain) and AniMer's training blur radius.
+a colour gain).
+
+AniMer crops two ways, and each animax path keeps its own (`CropRecipe`):
+- INFERENCE (its demo's `ViTDetDataset`): the box centre as given, the whole picture blurred
+  with sigma (f - 1) / 2, f = side / 256 / 2, when f > 1.1 (skimage `gaussian`, 4 sigmas).
+- DATASET (its `TrainDataset` and `EvaluationDataset`, `get_example`): the centre floored
+  (`dataset_box`), no blur (`USE_SKIMAGE_ANTIALIAS` is off), the uint8 RGBA picture warped by
+  `cv2.warpAffine`, which returns uint8: whole grey levels. DATASET_ANTIALIAS is the same with
+  `USE_SKIMAGE_ANTIALIAS` on: get_example's blur, f = 256 / side (> 1.1 when the box is
+  enlarged, as written there), 3 sigmas, the warp then in floats.
 
 All host-side NumPy: it runs in data-loader workers and before the jitted model.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import scipy.ndimage
@@ -17,31 +29,39 @@ from animax.geometry import CROP_SIZE
 
 IMAGE_MEAN = 255.0 * np.array([0.485, 0.456, 0.406], np.float32)
 IMAGE_STD = 255.0 * np.array([0.229, 0.224, 0.225], np.float32)
-# The anti-aliasing blur's radius in sigmas: AniMer's demo crop (skimage `gaussian`'s default)
-# and its training data. Evaluation uses the inference value, so it sees what inference sees.
-INFERENCE_BLUR_TRUNCATE = 4.0
-TRAINING_BLUR_TRUNCATE = 3.0
 
 
 def square_box(box_xyxy):
-    """AniMer's box: centre of (x1, y1, x2, y2) and side max(w, h). -> (center [2], size)."""
+    """AniMer's inference box: centre of (x1, y1, x2, y2) and side max(w, h). -> (center [2], size)."""
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
     return np.array([(x1 + x2) / 2.0, (y1 + y2) / 2.0]), max(x2 - x1, y2 - y1)
+
+
+def dataset_box(box_xyxy):
+    """AniMer's dataset box (TrainDataset, EvaluationDataset): the centre floored,
+    `((x * 2 + w) // 2, (y * 2 + h) // 2)` of the JSON's [x, y, w, h], side max(w, h).
+    -> (center [2], size). From the stored float32 corners the sums are exact in float64, so
+    the floor is AniMer's wherever the JSON's corners are float32 numbers (integers, halves...)."""
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    return np.floor(np.array([x1 + x2, y1 + y2]) / 2.0), max(x2 - x1, y2 - y1)
 
 
 def crop_transform(center, size, out_size=CROP_SIZE, rotation_deg=0.0, flip=False):
     """2x3 matrix mapping output pixel (x, y) to source pixel coordinates.
 
     The box centre lands on output pixel (out_size/2, out_size/2), integer coordinates are
-    pixel centres (OpenCV's convention). With `rotation_deg` > 0 the content appears turned
-    clockwise on screen (y down) in the output; `flip` mirrors the output horizontally.
+    pixel centres (OpenCV's convention). `rotation_deg` is AniMer's `rot`
+    (`gen_trans_from_patch_cv`): the output's x axis reads the source along (cos, sin) of it,
+    so with rot > 0 the content appears turned counter-clockwise on screen (y down). `flip`
+    crops the mirrored picture (AniMer's `generate_image_patch_cv2` flips before cropping):
+    without rotation, the output mirrored about its centre.
     """
     scale = size / out_size
     theta = np.deg2rad(rotation_deg)
     cos, sin = np.cos(theta), np.sin(theta)
+    # src = center + diag(-1 if flip, 1) @ R(theta) @ (dst - out_size/2) * scale
     sx = -scale if flip else scale
-    # src = center + R(-theta) @ diag(sx, scale) @ (dst - out_size/2)
-    linear = np.array([[cos * sx, sin * scale], [-sin * sx, cos * scale]])
+    linear = np.array([[cos * sx, -sin * sx], [sin * scale, cos * scale]])
     offset = np.asarray(center, np.float64) - linear @ np.array([out_size / 2.0, out_size / 2.0])
     return np.concatenate([linear, offset[:, None]], axis=1)
 
@@ -58,16 +78,41 @@ def apply_affine(m, points):
 
 
 def antialias_sigma(size, out_size=CROP_SIZE):
-    """AniMer's blur before downsampling: sigma = (f - 1) / 2 with f = size / out_size / 2, if f > 1.1."""
+    """AniMer's demo blur before downsampling: sigma = (f - 1) / 2 with f = size / out_size / 2, if f > 1.1."""
     f = size / out_size / 2.0
     return (f - 1.0) / 2.0 if f > 1.1 else 0.0
+
+
+def dataset_antialias_sigma(size, out_size=CROP_SIZE):
+    """get_example's blur with USE_SKIMAGE_ANTIALIAS: f = out_size / size (the patch over the
+    scaled box, as written there: above 1.1 when the crop enlarges), sigma = (f - 1) / 2 if f > 1.1."""
+    f = out_size / size
+    return (f - 1.0) / 2.0 if f > 1.1 else 0.0
+
+
+def no_blur(size, out_size=CROP_SIZE):
+    return 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CropRecipe:
+    """How one of AniMer's paths makes its crop (see the module docstring)."""
+    sigma: Callable[[float, int], float]  # the blur's sigma from the (scaled) box side and out_size; 0 = none
+    truncate: float                       # the blur's radius in sigmas
+    floor_center: bool                    # the box centre floored (`dataset_box`) instead of exact
+    whole_grey_levels: bool               # an unblurred warp rounded half up, as cv2 warps uint8 to uint8
+
+
+INFERENCE = CropRecipe(antialias_sigma, 4.0, floor_center=False, whole_grey_levels=False)
+DATASET = CropRecipe(no_blur, 3.0, floor_center=True, whole_grey_levels=True)
+DATASET_ANTIALIAS = CropRecipe(dataset_antialias_sigma, 3.0, floor_center=True, whole_grey_levels=True)
 
 
 # Kernel weight, out of 1, that a blur may leave out: at most 255e-6 of a grey level anywhere.
 NEGLIGIBLE_BLUR = 1e-6
 
 
-def blur_is_negligible(sigma, truncate=INFERENCE_BLUR_TRUNCATE) -> bool:
+def blur_is_negligible(sigma, truncate=4.0) -> bool:
     """Whether the Gaussian blur (skimage/scipy kernel: `truncate` sigmas, normalised) puts less
     than NEGLIGIBLE_BLUR of its weight off the centre tap. A 640-pixel box (sigma 0.125) has side
     taps of 1.3e-14: its blur is the identity in float32, and skipping it saves a float copy and
@@ -79,7 +124,7 @@ def blur_is_negligible(sigma, truncate=INFERENCE_BLUR_TRUNCATE) -> bool:
     return bool(1.0 - weights[radius] / weights.sum() < NEGLIGIBLE_BLUR)
 
 
-def warp_affine(image, src_from_dst, out_size=CROP_SIZE, sigma=0.0, truncate=INFERENCE_BLUR_TRUNCATE):
+def warp_affine(image, src_from_dst, out_size=CROP_SIZE, sigma=0.0, truncate=4.0):
     """Bilinear affine warp with a constant-zero border. image [H, W, C] -> float32 [out, out, C].
 
     src_from_dst: 2x3 matrix from output pixel to source pixel coordinates.
@@ -179,13 +224,19 @@ def normalize(crop, gain=(1.0, 1.0, 1.0)):
 
 
 def crop(image, center, size, *, rotation_deg=0.0, flip=False, gain=(1.0, 1.0, 1.0), out_size=CROP_SIZE,
-         truncate=INFERENCE_BLUR_TRUNCATE):
-    """AniMer's crop of the square box (center [2], size) of `image` uint8 [H, W, C].
+         recipe=INFERENCE):
+    """AniMer's crop of the square box (center [2], size: already the recipe's box) of `image`
+    uint8 [H, W, C].
 
-    rotation_deg, flip: the output turned clockwise / mirrored (`crop_transform`); gain: the
-    per-channel colour gain of `normalize`. C = 4 carries a mask through the same warp and blur.
+    rotation_deg, flip: AniMer's rotation / mirrored picture (`crop_transform`); gain: the
+    per-channel colour gain of `normalize`; recipe: INFERENCE (the demo's blur) or a DATASET one.
+    C = 4 carries a mask through the same warp and blur.
     Returns (normalised crop float32 [out, out, C], src_from_dst [2, 3] output -> source pixels).
     """
     src_from_dst = crop_transform(center, size, out_size, rotation_deg, flip)
-    pixels = warp_affine(image, src_from_dst, out_size, sigma=antialias_sigma(size, out_size), truncate=truncate)
+    sigma = recipe.sigma(size, out_size)
+    pixels = warp_affine(image, src_from_dst, out_size, sigma=sigma, truncate=recipe.truncate)
+    if recipe.whole_grey_levels and sigma == 0:
+        # cv2's fixed-point bilinear rounds half up: (sum + 2^14) >> 15.
+        pixels = np.floor(pixels + np.float32(0.5), out=pixels)
     return normalize(pixels, gain), src_from_dst

@@ -127,6 +127,7 @@ def _dataset_source(config, split, batch_size, train, name=None):
 
     Training: shuffled, endless, augmented per `config.data.augment`; its state (bytes) is
     checkpointed. Evaluation: one pass in order, the last batch short (padded by the caller).
+    Both crop as AniMer's datasets (animax.image.crop.DATASET), not as inference.
     """
     import grain.python as grain
 
@@ -143,5 +144,7 @@ def _dataset_source(config, split, batch_size, train, name=None):
         augment=data_lib.AugmentConfig() if train and config.data.augment else None,
         worker_count=config.data.worker_count, num_epochs=None if train else 1, shuffle=train,
         drop_remainder=train, shard_options=grain.ShardByJaxProcess() if sharded else None,
-        source_keypoints=config.data.get("source_keypoints", 0))
+        source_keypoints=config.data.get("source_keypoints", 0),
+        # AniMer's EvaluationDataset never blurs; its TrainDataset only with USE_SKIMAGE_ANTIALIAS.
+        antialias=train and config.data.get("antialias", False))
     return iter(loader)

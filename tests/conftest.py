@@ -1,6 +1,7 @@
 """Shared fixtures: random models in the released SMAL layout, and the optional real data."""
 
 import io
+import os
 import pickle
 import sys
 import types
@@ -11,6 +12,10 @@ import pytest
 import scipy.sparse
 
 from animax.smal.constants import PARENTS
+
+# infer.py's persistent compilation cache stays off in tests (tests/test_compile_cache.py turns
+# it on in a folder of its own): nothing is written under the user's ~/.cache.
+os.environ.setdefault("ANIMAX_COMPILE_CACHE", "none")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -4,11 +4,11 @@ within float32 rounding, for every recipe, on awkward boxes.
 The bound, for grey levels in [0, 255] (U = 2^-24, one float32 rounding):
 - host: scipy's blur sums in float64 and rounds once (U); `_bilinear` rounds 2 products, 1 sum,
   1 product, 1 sum per pixel (about 5U); so <= 6U x 255.
-- device: each sampling-matrix entry is a float32 kernel tap (U) times a weight (U), two of them
-  summed (U); each of the two products sums at most 2 (2R + 1) = 26 nonzero terms in float32
-  (<= 25U each; adding the zero entries is exact); so <= 3U + 2 x 25U = 53U x 255 with a blur,
-  4U x 255 without (unit kernel, every entry exact).
-Together 64U x 255 = 9.7e-4 grey levels. Normalised values (divided by 255 x std >= 57.1, then
+- device: each band entry is a float32 kernel tap (U) times a weight (U), two of them summed
+  (U); each of the two banded products sums T = 2R + 2 = 14 terms (13U, plus U for each
+  product); so <= 3U + 2 x 14U = 31U x 255 with a blur, 6U x 255 without (unit kernel, every
+  entry exact).
+Together 37U x 255; the test allows 64U x 255 = 9.7e-4 grey levels. Normalised values (divided by 255 x std >= 57.1, then
 two float32 operations on values below 5) add 20U.
 Whole grey levels (DATASET): equal, except a pixel whose unrounded host value lies within the
 bound of a half level may round the other way (one level).
@@ -25,8 +25,8 @@ from tests.nn_reference import U
 GREY_BOUND = 64 * U * 255
 NORMALISED_BOUND = GREY_BOUND / IMAGE_STD.min() + 20 * U
 
-_grey = jax.jit(device_crop.grey_levels)
-_crop = jax.jit(device_crop.crop_windows)
+_grey = jax.jit(device_crop.grey_levels, static_argnames="radius")
+_crop = jax.jit(device_crop.crop_windows, static_argnames="radius")
 
 
 def noise(height, width, seed=0):
@@ -42,10 +42,10 @@ def batch_of(windows):
     return batch.arrays()
 
 
-def device_grey(windows):
+def device_grey(windows, radius=device_crop.KERNEL_RADIUS):
     arrays = batch_of(windows)
     arrays.pop("gain")
-    return np.asarray(_grey(**arrays))
+    return np.asarray(_grey(**arrays, radius=radius))
 
 
 def host_grey(image, center, size, recipe, flip=False):
@@ -81,6 +81,13 @@ def test_device_crop_equals_the_host_crop(recipe):
             assert (np.abs(got[k] - expected)[differ] == 1).all() and near_half[differ].all(), BOXES[k]
         else:
             assert np.abs(got[k] - expected).max() <= GREY_BOUND, BOXES[k]
+    # Batches without blur take the 2-tap band (what the Predictor picks): the same sums less
+    # zero terms (XLA may fuse them into other roundings: within the bound, not bitwise).
+    unblurred = [w for w in windows if device_crop.batch_radius(w.kernel[None]) == 0]
+    assert unblurred and device_crop.batch_radius(np.stack([w.kernel for w in windows])) == (
+        device_crop.KERNEL_RADIUS if recipe is INFERENCE else 0)
+    if not recipe.whole_grey_levels:
+        assert np.abs(device_grey(unblurred, radius=0) - device_grey(unblurred)).max() <= GREY_BOUND
 
 
 def test_flips_gains_and_normalisation_match():
@@ -118,6 +125,8 @@ def test_buckets_and_flops():
     assert device_crop.bucket(480) == 512 and device_crop.bucket(640) == 768 and device_crop.bucket(1) == 256
     with pytest.raises(ValueError):
         device_crop.bucket(2049)
-    # A whole 640 x 480 picture: 0.36% of ViT-H's 249.3 GFLOP; the largest bucket 2.9%.
-    assert device_crop.crop_flops((512, 768)) / 249.3e9 < 0.004
-    assert device_crop.crop_flops((2048, 2048)) / 249.3e9 < 0.03
+    # A whole 640 x 480 picture: 2.3 MFLOP as a band, 0.8 GFLOP (0.3% of ViT-H's 249.3 GFLOP) as
+    # dense products; the widest blur in the largest bucket 50 MFLOP (0.02%).
+    assert device_crop.crop_flops((512, 768)) == 2 * 2 * 3 * 256 * (512 + 256)
+    assert device_crop.dense_crop_flops((512, 768)) / 249.3e9 < 0.004
+    assert device_crop.crop_flops((2048, 2048), device_crop.KERNEL_RADIUS) / 249.3e9 < 2.5e-4

@@ -34,7 +34,7 @@ from jax.sharding import PartitionSpec as P
 
 from animax.geometry import CROP_SIZE, cam_crop_to_full, full_image_focal_length
 from animax.image.crop import INFERENCE, apply_affine, crop, crop_transform, square_box
-from animax.image.device_crop import CropWindow, WindowBatch, bucket, crop_windows, plan_window
+from animax.image.device_crop import CropWindow, WindowBatch, batch_radius, bucket, crop_windows, plan_window
 from animax.runtime import cast_weights, default_batch_size, step_precision
 
 # Model outputs kept per animal, renamed to the exported file names (the rest stay in the model).
@@ -140,10 +140,11 @@ class Predictor:
         self._compiled = {}                                   # (window bucket, return_crops) -> executable
         self._free = {}                                       # window bucket -> idle WindowBatch buffers
 
-    def compile(self, window=(CROP_SIZE, CROP_SIZE)) -> float:
-        """Compiles the step for a window bucket (rows, cols), once; returns the seconds spent (0 if
-        done before). Other buckets compile when a batch first needs them."""
-        key = (tuple(window), self.return_crops)
+    def compile(self, window=(CROP_SIZE, CROP_SIZE), radius: int = 0) -> float:
+        """Compiles the step for a window bucket (rows, cols) and blur band radius (0: no blur in
+        the batch; `device_crop.KERNEL_RADIUS`: any), once; returns the seconds spent (0 if done
+        before). Other shapes compile when a batch first needs them."""
+        key = (tuple(window), radius, self.return_crops)
         if key in self._compiled:
             return 0.0
         start = time.perf_counter()
@@ -153,7 +154,7 @@ class Predictor:
         def batch(*shape):
             return jax.ShapeDtypeStruct((self.padded_size,) + shape, jnp.float32, sharding=self.split)
 
-        forward = jax.jit(functools.partial(_forward, self.model, return_crops=self.return_crops),
+        forward = jax.jit(functools.partial(_forward, self.model, radius=radius, return_crops=self.return_crops),
                           out_shardings=self.split)
         with step_precision(self.dtype):
             lowered = forward.lower(self.variables, inputs, batch(2), batch(), batch(2))
@@ -185,12 +186,13 @@ class Predictor:
         if not 0 < len(animals) <= self.batch_size:
             raise ValueError(f"a batch holds 1 to {self.batch_size} animals, got {len(animals)}")
         shape = tuple(bucket(max(a.window.shape[axis] for a in animals)) for axis in (0, 1))
-        self.compile(shape)
         buffer = self._take(shape)
         for k, animal in enumerate(animals):
             buffer.fill(k, animal.window)
         for k in range(len(animals), self.padded_size):
             buffer.clear(k)
+        radius = batch_radius(buffer.kernel[:len(animals)])
+        self.compile(shape, radius)
         pad = self.padded_size - len(animals)
 
         def stacked(values, fill):
@@ -200,7 +202,7 @@ class Predictor:
         inputs = jax.device_put((buffer.arrays(), stacked([a.center for a in animals], 0.0),
                                  stacked([a.size for a in animals], 1.0),
                                  stacked([a.image_size for a in animals], 1.0)), self.split)
-        out = self._compiled[(shape, self.return_crops)](self.variables, *inputs)
+        out = self._compiled[(shape, radius, self.return_crops)](self.variables, *inputs)
         for value in out.values():
             value.copy_to_host_async()
         return PendingBatch(self, [a.sent() for a in animals], buffer, out)
@@ -213,9 +215,9 @@ class Predictor:
         self._free[buffer.pixels.shape[1:3]].append(buffer)
 
 
-def _forward(model, variables, windows, centers, sizes, image_sizes, return_crops=False):
+def _forward(model, variables, windows, centers, sizes, image_sizes, radius=0, return_crops=False):
     """The jitted step: the crop, the model, and the camera translation for the full image."""
-    images = crop_windows(**windows)
+    images = crop_windows(**windows, radius=radius)
     out = model.apply(variables, images)
     kept = {name: out[key].astype(jnp.float32) for key, name in MODEL_OUTPUTS.items()}
     kept["cam_t_full"] = cam_crop_to_full(out["cam"].astype(jnp.float32), centers, sizes, image_sizes)

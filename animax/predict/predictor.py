@@ -201,7 +201,8 @@ class Predictor:
 
         inputs = jax.device_put((buffer.arrays(), stacked([a.center for a in animals], 0.0),
                                  stacked([a.size for a in animals], 1.0),
-                                 stacked([a.image_size for a in animals], 1.0)), self.split)
+                                 stacked([a.image_size for a in animals], 1.0)), self.split,
+                                may_alias=True)     # the buffer is not refilled before this batch is fetched
         out = self._compiled[(shape, radius, self.return_crops)](self.variables, *inputs)
         for value in out.values():
             value.copy_to_host_async()

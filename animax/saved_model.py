@@ -95,8 +95,9 @@ def load_discriminator(path):
 
 def _restore(path, target: dict) -> dict:
     """The collections of `target` (abstract arrays) from the stored state, as device arrays on
-    the default device; the other stored collections are not read."""
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    this process's first local device (jax.devices()[0] belongs to process 0 alone: another
+    process of a multi-host run cannot address it); the other stored collections are not read."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), target)
     args = ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
                                   partial_restore=True)

@@ -2,6 +2,7 @@
 inputs that several test files read. Helpers live in tests/helpers/."""
 
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -10,6 +11,10 @@ from PIL import Image
 from helpers.images import smooth_image
 from helpers.infer_cli import BATCH, EXAMPLE, EXIF_BOX, MULTI_BOXES_XYWH, run_cli, write_images
 from helpers.smal_files import chumpy_pickle_bytes, random_smal_arrays
+
+# infer.py's persistent compilation cache stays off in tests (tests/test_compile_cache.py turns
+# it on in a folder of its own): nothing is written under the user's ~/.cache.
+os.environ.setdefault("ANIMAX_COMPILE_CACHE", "none")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import animax
 
 PACKAGE = Path(animax.__file__).parent
-BASE = {"geometry", "files", "safe_pickle", "untrusted"}
+BASE = {"geometry", "files", "safe_pickle", "untrusted", "runtime"}
 # Each unit (a subpackage or a top-level module of animax) and the units it may import.
 LAYERS = {
     "cli": None,                                          # the command lines may import anything
@@ -26,7 +26,7 @@ LAYERS = {
     "models": {"smal", "image"} | BASE,
     "smal": BASE,
     "image": BASE,
-    "geometry": set(), "files": set(), "untrusted": set(),
+    "geometry": set(), "files": set(), "untrusted": set(), "runtime": set(),
     "safe_pickle": {"untrusted"},                         # its refusals are untrusted-file errors
     "assets": set(),
     "animax": {"models", "saved_model", "smal"},          # the package's own face (animax/__init__.py)

@@ -25,7 +25,8 @@ sharded = Predictor(model, variables, batch_size=6)            # padded to 8, on
 single = Predictor(model, variables, batch_size=6, devices=jax.local_devices()[:1])
 assert sharded.padded_size == 8 and single.padded_size == 6
 sharded.compile()
-spread = len(sharded._compiled.input_shardings[0][1].device_set)
+compiled, = sharded._compiled.values()
+spread = len(compiled.input_shardings[0][2].device_set)              # the box centres' sharding
 a, b = sharded.predict_animals(animals), single.predict_animals(animals)
 head = ("head_box", "head_features", "fused_features")
 def worst(keys):

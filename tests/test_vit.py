@@ -220,3 +220,26 @@ def test_conv_stem_starts_as_a_no_op_and_is_trained():
 def test_conv_stem_must_reach_the_token_grid():
     with pytest.raises(ValueError, match="conv_stem: 3 halvings"):
         vit.ViT(**TINY, conv_stem=(4, 8, 8)).init(jax.random.key(0), jnp.zeros(IMAGE_SHAPE))
+
+
+def test_fused_attention_layout_equals_the_hand_written_attention():
+    """jax.nn.dot_product_attention in the layout the ViT hands cuDNN ([B, N, H, D], q scaled,
+    scale 1), run by XLA, equals `attention` in float32 at HIGHEST precision. Bound: the logits
+    sum D products (D U S each, S = max_q,k sum_d |q_d k_d|); softmax moves each weight by at most
+    the logits' error; the output sums K weighted values: 4 U (D S + K + 4) max|v|. A head
+    mix-up or a second scaling is far outside it."""
+    rng = np.random.default_rng(0)
+    b, n, h, d = 2, 193, 4, 80
+    q, k, v = (jnp.asarray(rng.normal(size=(b, n, h, d)), jnp.float32) for _ in range(3))
+    q = q * d**-0.5
+    with jax.default_matmul_precision("highest"):
+        expected = np.asarray(vit.attention(q, k, v))
+        got = np.asarray(vit.fused_attention(q, k, v, "xla"))
+        swapped = np.asarray(vit.fused_attention(q, k[:, :, ::-1], v, "xla"))
+    s = float(np.einsum("bqhd,bkhd->bhqk", np.abs(q), np.abs(k)).max())
+    bound = 4 * U * (d * s + n + 4) * float(np.abs(v).max())
+    assert np.abs(got - expected).max() <= bound
+    assert np.abs(swapped - expected).max() > 100 * bound
+    # cuDNN only where it has a kernel: a GPU in half precision.
+    assert vit.attention_implementation(jnp.float32) is None
+    assert vit.attention_implementation(jnp.bfloat16) == ("cudnn" if jax.default_backend() == "gpu" else None)

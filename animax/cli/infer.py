@@ -28,6 +28,7 @@ the exit code is 1.
 """
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -107,15 +108,21 @@ def parse_args(argv=None):
     parser.add_argument("--fit-keypoint-map", metavar="NAME_OR_JSON",
                         help="with --fit-keypoints: the body parts' map to SMAL's keypoints (built-in: horse10, "
                              "ap10k, animal_pose, superanimal_quadruped; or a JSON map file)")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="animals per model call; the last batch is padded (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int,
+                        help="animals per model call; the last batch is padded (default: 8 per CPU, 32 per "
+                             "GPU/TPU device)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"),
-                        help="compute dtype (default: the config's; bfloat16 suits accelerators)")
-    parser.add_argument("--workers", type=int, default=4,
-                        help="threads for decoding and for export (default: %(default)s)")
+                        help="compute dtype: float32 is exact (matmuls at HIGHEST precision, AniMer parity), "
+                             "bfloat16 casts the weights once and keeps norms, softmax and geometry in float32 "
+                             "(default: bfloat16 on GPU/TPU, float32 on CPU)")
+    parser.add_argument("--workers", type=int, default=min(32, os.cpu_count() or 4),
+                        help="threads for decoding and for export (default: the host's cores, %(default)s)")
+    parser.add_argument("--compile-cache", metavar="DIR",
+                        help="persistent compilation cache: a later run loads the compiled model instead of "
+                             "compiling it (default: ~/.cache/animax/jax; 'none' turns it off)")
     args = parser.parse_args(argv)
     args.smal, args.named_smal = _split_smal(parser, args.smal or [])
-    if args.batch_size < 1 or args.workers < 1:
+    if (args.batch_size is not None and args.batch_size < 1) or args.workers < 1:
         parser.error("--batch-size and --workers must be at least 1")
     if args.smooth < 0 or (args.fps is not None and args.fps <= 0):
         parser.error("--smooth must be at least 0 and --fps positive")
@@ -154,7 +161,12 @@ def main(argv=None) -> int:
     from animax.predict.inputs import BoxesFileError, BoxSource, expand_inputs, plan_jobs
     from animax.predict.predictor import Predictor
     from animax.predict.run import ImageRunOptions, run_inference
+    from animax.runtime import default_batch_size, default_dtype, enable_compile_cache
     from animax.track.run import SequenceRunOptions, run_sequences, split_sequences
+
+    enable_compile_cache(args.compile_cache)
+    args.dtype = args.dtype or default_dtype()
+    args.batch_size = args.batch_size or default_batch_size()
 
     try:
         check_files(args.ckpt, args.smal, args.config)
@@ -207,16 +219,17 @@ def main(argv=None) -> int:
     image_options = ImageRunOptions(Path(args.out_dir), args.outputs, args.arrays_file, args.workers)
     for name, group in groups.items():
         group_model = loaded if name is None else loaded.with_body_model(bodies[name], args.named_smal[name])
-        predictor = Predictor(group_model.model, group_model.variables, args.batch_size)
+        predictor = Predictor(group_model.model, group_model.variables, args.batch_size,
+                              return_crops="overlay" in args.outputs)
         label = "" if name is None else f" with body model '{name}'"
-        print(f"compiled the model{label} for batches of {args.batch_size} in {predictor.compile():.1f} s",
-              file=sys.stderr)
         if args.fit_keypoints:
             from animax.fit.run import fit_images
             failures += fit_images(predictor, group, group_model.body, image_options, args.fit_keypoints,
                                    args.fit_masks, args.fit_keypoint_map, group_model.info, report=error)
             continue
         summary = run_inference(predictor, group, group_model.info, image_options)
+        print(f"compiled the model{label} ({args.dtype}) for batches of {args.batch_size} in "
+              f"{predictor.compile_s:.1f} s", file=sys.stderr)
         for line in summary.lines():
             print(line if name is None else f"{name}: {line}")
         failures += summary.failures

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from animax.models.vit import ViT
+from animax.runtime import exact_matmuls
 from animax.smal.constants import HEAD_KEYPOINTS
 
 
@@ -78,7 +79,8 @@ class HeadEncoder(nn.Module):
         if self.kind not in HEAD_ENCODERS:
             raise ValueError(f"model.head_encoder.kind: {self.kind!r} is not one of {list(HEAD_ENCODERS)}")
         box = head_box(keypoints_2d, crop_size=images.shape[1], margin=self.margin, min_size=self.min_size)
-        x = crop_and_resize(images, box, self.crop).astype(self.dtype)
+        with exact_matmuls():       # resampling pixels: float32 at HIGHEST (the precision policy)
+            x = crop_and_resize(images, box, self.crop).astype(self.dtype)
         if self.kind == "vit":
             tokens = ViT(**self.vit, patch_padding=0, dtype=self.dtype, name="vit")(x)["patch_tokens"]
             return nn.Dense(self.features, dtype=self.dtype, name="proj")(tokens.mean(axis=1)).astype(jnp.float32), box

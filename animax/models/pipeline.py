@@ -35,6 +35,7 @@ from animax.models.fusion import make_fusion, smal_parameter_vector
 from animax.models.head_encoder import HeadEncoder
 from animax.models.keypoint_heatmap import WINDOW_WIDTH, WINDOW_X0, KeypointHeatmap, expected_keypoints
 from animax.models.smal_head import SMALHead
+from animax.runtime import exact_matmuls
 from animax.smal.bank import BodyModelBank, skin
 from animax.smal.model import SMALModel
 
@@ -80,9 +81,10 @@ class Pipeline(nn.Module):
         heatmap = None if self.keypoint_heatmap is None else self.keypoint_heatmap(backbone["feature_map"])
         query = expected_keypoints(heatmap).reshape(len(images), -1) if self.keypoint_query else None
         smal = self.smal_head(backbone["feature_map"], query)
-        cam_t = weak_cam_to_translation(smal["cam"])
-        body = skin(self.smal.value, smal["betas"], smal["pose"], body_index, body_groups)
-        keypoints_2d = project_to_crop(body["keypoints_3d"], cam_t)
+        with exact_matmuls():        # geometry in float32 at HIGHEST whatever the compute dtype
+            cam_t = weak_cam_to_translation(smal["cam"])
+            body = skin(self.smal.value, smal["betas"], smal["pose"], body_index, body_groups)
+            keypoints_2d = project_to_crop(body["keypoints_3d"], cam_t)
         head_features, head_box = self.head_encoder(images, keypoints_2d)
         visual = backbone["patch_tokens"].mean(axis=1)
         fused = self.fusion(visual, head_features, smal_parameter_vector(smal["betas"], smal["pose"], smal["cam"]))

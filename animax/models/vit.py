@@ -90,6 +90,20 @@ def attention(q, k, v):
     return jnp.swapaxes(out, 1, 2)
 
 
+def attention_implementation(dtype) -> str | None:
+    """"cudnn" (fused flash attention) on a GPU in bfloat16 or float16; None elsewhere: `attention`,
+    XLA's products (CPU, TPU, and float32 everywhere: cuDNN's fused kernel has no float32 path)."""
+    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    return "cudnn" if half and jax.default_backend() == "gpu" else None
+
+
+def fused_attention(q, k, v, implementation: str):
+    """`attention` through jax.nn.dot_product_attention (same layout [B, N, H, D], q already
+    scaled, so scale 1): implementation "cudnn" on GPUs; "xla" is the reference the tests hold
+    equal to `attention`."""
+    return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation=implementation)
+
+
 class Attention(nn.Module):
     """Self-attention with a fused, biased qkv projection. [B, N, W] -> [B, N, W]."""
 
@@ -104,7 +118,10 @@ class Attention(nn.Module):
         qkv = dense(3 * width, name="qkv")(x)
         q, k, v = (t.reshape(b, n, self.num_heads, head_dim) for t in jnp.split(qkv, 3, axis=-1))
         # Scaling q (N x D) rather than the logits (N x N), as ViTPose does.
-        out = attention(q * head_dim**-0.5, k, v).reshape(b, n, width)
+        q = q * head_dim**-0.5
+        implementation = attention_implementation(self.dtype)
+        out = attention(q, k, v) if implementation is None else fused_attention(q, k, v, implementation)
+        out = out.reshape(b, n, width)
         return dense(width, name="proj")(out)
 
 

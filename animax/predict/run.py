@@ -1,9 +1,11 @@
-"""The batch loop behind infer.py: image files -> crops -> batched model -> exported folders.
+"""The batch loop behind infer.py: image files -> windows -> batched device step -> exported folders.
 
-Decoding and cropping run ahead in one thread pool and export (overlay rendering, file
-writes) behind in another, while the calling thread feeds the model full batches gathered
-across images. PIL decoding, NumPy, zlib and file writes release the GIL, so on an
-accelerator the host work overlaps the model instead of adding to it.
+Decoding and the crop's planning (the box's window and taps: `animax.image.device_crop`) run
+ahead in one thread pool and export (overlay rendering, file writes) behind in another, while
+the calling thread feeds the device full batches gathered across images: it submits batch
+N + 1 (copy into preallocated buffers, send, dispatch) before it fetches batch N. PIL decoding,
+NumPy, zlib and file writes release the GIL, so on an accelerator the host work overlaps the
+model instead of adding to it.
 
 A failure (unreadable file, bad box, export error) is one line naming the file; it stops
 only its image or animal, and leaves no output folder for it.
@@ -29,7 +31,10 @@ from animax.predict.inputs import ImageJob, box_problem
 from animax.predict.predictor import Animal, prepare, whole_image_box
 from animax.viz.overlay import overlay_image
 
-STAGES = ("decode", "preprocess", "model", "export")
+# Host thread time per stage: decode (the file to pixels), window (the crop's window and taps),
+# submit (batch buffers, transfer, dispatch), wait (blocked on the device), fetch (outputs to
+# host arrays, keypoints to image pixels), export (files).
+STAGES = ("decode", "window", "submit", "wait", "fetch", "export")
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ class _Run:
                 self.fail(job, f"{job.path}: box {k} {list(box)}: cannot crop ({type(e).__name__}: {e})", [k])
                 continue
             loaded.preprocess_s.append(time.perf_counter() - start)
-        self.add_time("preprocess", sum(loaded.preprocess_s))
+        self.add_time("window", sum(loaded.preprocess_s))
         return loaded
 
     def export(self, loaded: _Loaded, position: int, result: dict, model_s: float):
@@ -150,7 +155,8 @@ class _Run:
         box_index, animal = loaded.animals[position]
         start = time.perf_counter()
         try:
-            overlay = (overlay_image(animal.crop, result["vertices"], result["cam_t"], self.faces,
+            crop = result.pop("crop", None)         # the device's crop (the predictor returns it for overlays)
+            overlay = (overlay_image(crop, result["vertices"], result["cam_t"], self.faces,
                                      result["keypoints2d_crop"], result["head_box"])
                        if "overlay" in self.outputs else None)
             timings = {"decode": loaded.decode_s, "preprocess": loaded.preprocess_s[position], "model": model_s,
@@ -181,6 +187,7 @@ def run_inference(predictor, jobs, info: dict, options: ImageRunOptions) -> RunS
     """
     start = time.perf_counter()
     run = _Run(jobs, predictor.variables["smal"]["model"].faces, info, options)
+    predictor.return_crops = "overlay" in run.outputs      # the overlay draws on the device's crop
     try:
         _pipeline(run, predictor, jobs, options.workers)
     except BaseException:
@@ -195,25 +202,46 @@ def run_inference(predictor, jobs, info: dict, options: ImageRunOptions) -> RunS
 
 
 def _pipeline(run: _Run, predictor, jobs, workers):
-    """Loading ahead in one pool, full model batches here, export behind in another pool."""
+    """Loading ahead in one pool, full device batches here (one in flight while the next is
+    submitted), export behind in another pool."""
     batch_size = predictor.batch_size
     with ThreadPoolExecutor(workers, thread_name_prefix="load") as loaders, \
             ThreadPoolExecutor(workers, thread_name_prefix="export") as exporters:
         loading = deque()
         exporting = deque()
         jobs_left = iter(jobs)
-        pending = []                          # (loaded, position) awaiting a model batch
+        pending = []                          # (loaded, position) awaiting a device batch
+        in_flight = None                      # (batch, PendingBatch) submitted, not yet fetched
 
-        def run_batch(batch):
+        def submit(batch):
             t0 = time.perf_counter()
-            results = predictor.predict_animals([loaded.animals[i][1] for loaded, i in batch])
-            seconds = time.perf_counter() - t0
-            run.add_time("model", seconds)
+            submitted = predictor.submit([loaded.animals[i][1] for loaded, i in batch])
+            for loaded, i in batch:           # the pictures are in the batch buffer now: free them
+                box_index, animal = loaded.animals[i]
+                loaded.animals[i] = (box_index, animal.sent())
+            run.add_time("submit", time.perf_counter() - t0)
+            return batch, submitted
+
+        def fetch(batch, submitted):
+            t0 = time.perf_counter()
+            submitted.wait()
+            t1 = time.perf_counter()
+            results = submitted.result()
+            t2 = time.perf_counter()
+            run.add_time("wait", t1 - t0)
+            run.add_time("fetch", t2 - t1)
             for (loaded, i), result in zip(batch, results):
-                exporting.append(exporters.submit(run.export, loaded, i, result, seconds / len(batch)))
+                exporting.append(exporters.submit(run.export, loaded, i, result, (t2 - t0) / len(batch)))
             # Bound the results held in memory when export is the slower side.
             while len(exporting) > 4 * batch_size:
                 exporting.popleft().result()
+
+        def run_batch(batch):
+            nonlocal in_flight
+            submitted = submit(batch)
+            if in_flight is not None:
+                fetch(*in_flight)
+            in_flight = submitted
 
         def top_up():
             while len(loading) < 2 * batch_size:
@@ -232,5 +260,7 @@ def _pipeline(run: _Run, predictor, jobs, workers):
                 pending = pending[batch_size:]
         if pending:
             run_batch(pending)
+        if in_flight is not None:
+            fetch(*in_flight)
         for future in exporting:
             future.result()

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from animax.runtime import exact_matmuls
+
 
 @struct.dataclass
 class SMALModel:
@@ -191,17 +193,19 @@ def regress_keypoints(model: SMALModel, vertices):
 
 
 def _smal_forward(model: SMALModel, betas, pose, transl=None):
-    """See `smal_forward`: blend shapes, joint regression, kinematic chain, blend transforms, apply."""
-    betas = betas.astype(jnp.float32)
-    pose = pose.astype(jnp.float32)
-    v_posed = blend_shapes(model, betas, pose)
-    joints, world_r, world_t = rigid_transforms(pose, shaped_joints(model, betas), model.parents)
-    vertices = apply_transforms(blend_transforms(model, world_r, world_t), v_posed)
-    if transl is not None:
-        transl = transl.astype(jnp.float32)[:, None, :]
-        vertices = vertices + transl
-        joints = joints + transl
-    return {"vertices": vertices, "joints": joints, "keypoints_3d": regress_keypoints(model, vertices)}
+    """See `smal_forward`: blend shapes, joint regression, kinematic chain, blend transforms, apply.
+    Float32 at matmul precision HIGHEST on every backend (the precision policy, animax.runtime)."""
+    with exact_matmuls():
+        betas = betas.astype(jnp.float32)
+        pose = pose.astype(jnp.float32)
+        v_posed = blend_shapes(model, betas, pose)
+        joints, world_r, world_t = rigid_transforms(pose, shaped_joints(model, betas), model.parents)
+        vertices = apply_transforms(blend_transforms(model, world_r, world_t), v_posed)
+        if transl is not None:
+            transl = transl.astype(jnp.float32)[:, None, :]
+            vertices = vertices + transl
+            joints = joints + transl
+        return {"vertices": vertices, "joints": joints, "keypoints_3d": regress_keypoints(model, vertices)}
 
 
 _smal_forward_jit = jax.jit(_smal_forward)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from animax.models.discriminator import Discriminator
+from animax.runtime import exact_matmuls
 from animax.smal.bank import skin
 from animax.train import lora as lora_lib
 from animax.train import losses as losses_lib
@@ -105,7 +106,9 @@ def train_step(state: TrainState, batch, smal, *, model, tx, settings: StepSetti
         if adversarial:    # the generator's side: the current discriminator scores the prediction
             outputs = {**outputs,
                        "discriminator": _discriminate(state.discriminator, outputs["pose"], outputs["betas"])}
-        loss, terms = losses_lib.total_loss(outputs, micro, settings.loss, priors, settings.source_table)
+        with exact_matmuls():   # losses in float32 at HIGHEST (the precision policy)
+            loss, terms = losses_lib.total_loss(outputs, micro, settings.loss, priors,
+                                                settings.source_table)
         fake = jax.lax.stop_gradient((outputs["pose"], outputs["betas"]))
         return loss, (terms, updated["batch_stats"], fake)
 
@@ -202,7 +205,9 @@ def eval_step(state: TrainState, batch, smal, *, model, settings: StepSettings):
     outputs = _apply(model, merged_params(state, settings.lora_scale), state.batch_stats, smal, batch, train=False)
     batch = with_gt_vertices(batch, smal)
     sums = {}
-    for name, (values, weights) in metrics_lib.eval_metrics(outputs, batch, batch["valid"]).items():
+    with exact_matmuls():
+        metrics = metrics_lib.eval_metrics(outputs, batch, batch["valid"])
+    for name, (values, weights) in metrics.items():
         sums[name] = (jnp.sum(jnp.where(weights > 0, values * weights, 0.0)), jnp.sum(weights))
     descriptors = {"fused_features": outputs["fused_features"].astype(jnp.float32),
                    **{k: batch[k] for k in ("family", "identity", "valid")}}

@@ -27,11 +27,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 
 
-def default_cache_dir() -> Path:
-    """JAX's compilation cache: $XDG_CACHE_HOME/animax/jax (default ~/.cache/animax/jax)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "animax" / "jax"
-
-
 def parse_args(argv=None):
     from animax.app.uploads import Limits
 
@@ -50,8 +45,9 @@ def parse_args(argv=None):
                         help="port (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=4,
                         help="animals per model call when a run has several (default: %(default)s)")
-    parser.add_argument("--cache-dir", default=str(default_cache_dir()),
-                        help="JAX's persistent compilation cache (default: %(default)s); 'none': no cache")
+    parser.add_argument("--cache-dir",
+                        help="JAX's persistent compilation cache (default: $ANIMAX_COMPILE_CACHE, else "
+                             "~/.cache/animax/jax, as infer.py); 'none': no cache")
     parser.add_argument("--work-dir", help="the app's folder for uploads and results (default: a new temporary "
                                            "folder, removed at exit)")
     parser.add_argument("--max-file-mb", type=int, default=limits.max_file_mb,
@@ -66,16 +62,6 @@ def parse_args(argv=None):
     if min(args.batch_size, args.max_file_mb, args.max_photos, args.max_frames) < 1 or args.max_megapixels <= 0:
         parser.error("--batch-size and the --max-* limits must be positive")
     return args
-
-
-def use_compilation_cache(cache_dir) -> None:
-    """Persists every compiled function in `cache_dir` (even quick compiles: the small demo
-    model's are under JAX's default one-second threshold)."""
-    import jax
-
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def main(argv=None) -> int:
@@ -104,9 +90,9 @@ def _serve(args, folder: Path, started: float) -> int:
     from animax.app.engine import Engine
     from animax.app.uploads import Limits
     from animax.loading import SHIPPED_MODEL_NAME, ModelLoadError, load_model_or_random, uses_random_weights
+    from animax.runtime import enable_compile_cache
 
-    if args.cache_dir.lower() != "none":
-        use_compilation_cache(args.cache_dir)
+    cache_folder = enable_compile_cache(args.cache_dir)
     try:
         loaded = load_model_or_random(args.ckpt, args.smal, None, args.dtype, args.random_weights)
     except ModelLoadError as e:
@@ -120,7 +106,7 @@ def _serve(args, folder: Path, started: float) -> int:
         print("note: no --smal given, using the license-free stand-in quadruped", file=sys.stderr)
     engine = Engine(loaded, args.batch_size)
     seconds = engine.warm_up()
-    cache = "no compilation cache" if args.cache_dir.lower() == "none" else f"compilation cache {args.cache_dir}"
+    cache = "no compilation cache" if cache_folder is None else f"compilation cache {cache_folder}"
     print(f"model ready for batches of 1 in {seconds:.1f} s ({cache})", file=sys.stderr)
 
     from animax.app.ui import build

@@ -308,11 +308,11 @@ def parity(check):
 
 def torch_side(check):
     import torch
-    from helpers.torch_reference import torch_vit
 
     from animax.convert.animer import to_torch_state_dict
     from animax.models import vit
     from animax.runtime import cast_weights
+    from helpers.torch_reference import torch_vit
     if not torch.cuda.is_available() and not check.args.tiny:
         raise RuntimeError("torch has no CUDA device here")
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -33,17 +33,19 @@ from animax.train.synthetic import SyntheticQuadrupeds  # noqa: E402
 KEYS = ("vertices", "keypoints_2d", "keypoints_3d", "betas", "cam")
 
 
-def runners(model, variables):
-    """{dtype: jitted images -> outputs} under the policy's casts and precision."""
+def runners(model, variables, batch=8):
+    """{dtype: (compiled images [batch, 256, 256, 3] -> outputs, its variables)} under the
+    policy's casts and precision."""
+    import ml_collections
+
     out = {}
     for dtype in ("float32", "bfloat16"):
         config = model.model_config.as_configdict()
         config.dtype = dtype
-        import ml_collections
         typed = model.clone(model_config=ml_collections.FrozenConfigDict(config))
         placed = {**variables, "params": cast_weights(variables["params"], dtype)}
         with step_precision(dtype):
-            out[dtype] = (jax.jit(typed.apply).lower(placed, jnp.zeros((8, 256, 256, 3))).compile(), placed)
+            out[dtype] = (jax.jit(typed.apply).lower(placed, jnp.zeros((batch, 256, 256, 3))).compile(), placed)
     return out
 
 
@@ -89,15 +91,7 @@ def demo(count):
 def vith(count):
     model, variables = random_model(str(REPO / "configs" / "animer_vith.py"))
     images = jnp.asarray(np.random.default_rng(0).normal(size=(count, 256, 256, 3)), jnp.float32)
-    out = {}
-    for dtype in ("float32", "bfloat16"):
-        config = model.model_config.as_configdict()
-        config.dtype = dtype
-        import ml_collections
-        typed = model.clone(model_config=ml_collections.FrozenConfigDict(config))
-        placed = {**variables, "params": cast_weights(variables["params"], dtype)}
-        with step_precision(dtype):
-            out[dtype] = jax.jit(typed.apply)(placed, images)
+    out = {dtype: compiled(placed, images) for dtype, (compiled, placed) in runners(model, variables, count).items()}
     return [{"model": "random ViT-H", "dtype": "bfloat16", "examples": count,
              **differences(out["float32"], out["bfloat16"])}]
 

@@ -26,7 +26,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from animax.app.uploads import UploadError, display_name
-from animax.image.raster import render
 from animax.loading import LoadedModel
 from animax.predict.detections import in_pixels
 from animax.predict.inputs import BoxSource, box_problem, plan_jobs
@@ -38,7 +37,7 @@ from animax.track.frames import Sequence
 from animax.track.gltf import CAMERA_TO_GLTF, write_glb
 from animax.track.sequence import track_sequence
 from animax.track.smoothing import smooth_track
-from animax.viz.overlay import blend_mesh, draw_keypoints
+from animax.viz.overlay import blend_in_picture, draw_keypoints
 
 GLB_FILE = "mesh.glb"
 KEYPOINT_COLUMNS = ("photo", "animal", "keypoint", "x", "y", "x3d", "y3d", "z3d")
@@ -189,13 +188,10 @@ def full_picture_overlay(image: np.ndarray, animals, faces) -> np.ndarray:
     cam_t_full, its focal length, principal point at the centre), its keypoints and box.
 
     animals: [(arrays {vertices, cam_t_full, keypoints2d}, focal_length, box), ...]."""
-    height, width = image.shape[:2]
     picture = np.asarray(image, np.float64)
     for k, (arrays, focal, _) in enumerate(animals):
         color = np.array(TRACK_COLORS[k % len(TRACK_COLORS)]) / 255
-        shaded, mask = render(arrays["vertices"] + arrays["cam_t_full"], faces, float(focal),
-                              (width / 2, height / 2), height, width, color=color)
-        picture = blend_mesh(picture, shaded, mask)
+        picture = blend_in_picture(picture, arrays["vertices"], arrays["cam_t_full"], focal, faces, color)
     out = Image.fromarray(np.round(picture).astype(np.uint8))
     draw = ImageDraw.Draw(out)
     for k, (arrays, _, box) in enumerate(animals):

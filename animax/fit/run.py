@@ -13,9 +13,8 @@ from PIL import Image, ImageDraw
 from animax.fit.api import fit
 from animax.fit.init import from_predictions, from_tracks
 from animax.fit.inputs import InputError, find_mask, read_keypoints, read_mask, read_masks
-from animax.image.raster import render
 from animax.predict.export import write_animal
-from animax.viz.overlay import blend_mesh, draw_keypoints
+from animax.viz.overlay import blend_in_picture, draw_keypoints
 
 FITTED = ("betas", "pose", "cam_t_full", "vertices", "joints", "keypoints3d", "keypoints2d")
 
@@ -29,10 +28,8 @@ def crop_camera(cam_t_full, box_center, box_size, image_size, focal_length):
 
 def picture_overlay(image, vertices, cam_t_full, focal, faces, keypoints2d):
     """The picture with the mesh (vertices + cam_t_full through the full-image camera) and keypoints."""
-    height, width = image.shape[:2]
-    shaded, mask = render(np.asarray(vertices) + np.asarray(cam_t_full), faces, float(focal), (width / 2, height / 2),
-                          height, width)
-    out = Image.fromarray(np.round(blend_mesh(np.asarray(image, np.float64), shaded, mask)).astype(np.uint8))
+    picture = blend_in_picture(np.asarray(image, np.float64), vertices, cam_t_full, focal, faces)
+    out = Image.fromarray(np.round(picture).astype(np.uint8))
     draw_keypoints(ImageDraw.Draw(out), keypoints2d)
     return np.asarray(out)
 

@@ -24,12 +24,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from animax.files import AtomicFolder
-from animax.image.raster import render
 from animax.smal.constants import KEYPOINT_NAMES
 from animax.smal.model import smal_forward
 from animax.track.frames import VideoWriter
 from animax.track.gltf import CAMERA_TO_GLTF, write_glb
-from animax.viz.overlay import blend_mesh, draw_keypoints
+from animax.viz.overlay import blend_in_picture, draw_keypoints
 
 SEQUENCE_OUTPUTS = ("arrays", "mesh", "overlay", "json")
 SEQUENCE_FILE = "sequence.json"
@@ -120,13 +119,11 @@ def write_overlay_video(path, frames, tracks, body, fps: float) -> None:
                 for s, (track, i) in enumerate(present):
                     betas[s], pose[s] = track.arrays["betas"][i], track.arrays["pose"][i]
                 vertices = np.asarray(jax.device_get(smal_forward(body, betas, pose)["vertices"]))
-                height, width = picture.shape[:2]
                 for s, (track, i) in enumerate(present):
                     a = track.arrays
-                    shaded, mask = render(vertices[s] + a["cam_t_full"][i], body.faces, float(a["focal_length"][i]),
-                                          (width / 2, height / 2), height, width,
-                                          color=np.array(TRACK_COLORS[track.id % len(TRACK_COLORS)]) / 255)
-                    picture = blend_mesh(picture, shaded, mask)
+                    color = np.array(TRACK_COLORS[track.id % len(TRACK_COLORS)]) / 255
+                    picture = blend_in_picture(picture, vertices[s], a["cam_t_full"][i], a["focal_length"][i],
+                                               body.faces, color)
             out = Image.fromarray(np.round(picture).astype(np.uint8))
             draw = ImageDraw.Draw(out)
             for track, i in present:

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from animax.geometry import CROP_SIZE, FOCAL_LENGTH
 from animax.image.crop import IMAGE_MEAN, IMAGE_STD
-from animax.image.raster import render
+from animax.image.raster import MESH_COLOR, render
 
 MESH_OPACITY = 0.7
 SIDE_VIEW_FILL = 0.8               # fraction of the panel the side view's mesh spans
@@ -39,6 +39,15 @@ def blend_mesh(picture, shaded, mask):
     covers it, at MESH_OPACITY -> float [H, W, 3] (0..255)."""
     alpha = MESH_OPACITY * mask[..., None]
     return (1 - alpha) * np.asarray(picture, np.float64) + alpha * 255 * shaded
+
+
+def blend_in_picture(picture, vertices, cam_t_full, focal_length, faces, color=MESH_COLOR):
+    """The mesh through the full picture's camera (vertices + cam_t_full, `focal_length`,
+    principal point at the centre) laid over picture [H, W, 3] (0..255) -> float [H, W, 3]."""
+    height, width = np.shape(picture)[:2]
+    shaded, mask = render(np.asarray(vertices) + np.asarray(cam_t_full), faces, float(focal_length),
+                          (width / 2, height / 2), height, width, color=color)
+    return blend_mesh(picture, shaded, mask)
 
 
 def draw_keypoints(draw, points, dx=0.0):

@@ -117,6 +117,10 @@ def parse_args(argv=None):
                              "(default: bfloat16 on GPU/TPU, float32 on CPU)")
     parser.add_argument("--workers", type=int, default=min(32, os.cpu_count() or 4),
                         help="threads for decoding and for export (default: the host's cores, %(default)s)")
+    parser.add_argument("--reduced-decode", action="store_true",
+                        help="decode JPEGs at 1/2, 1/4 or 1/8 scale where every box stays at least 512 pixels "
+                             "wide (libjpeg's DCT scaling): 2-5x faster decoding of camera-trap-sized photos, "
+                             "outputs within a few pixels of a full decode (docs/performance.md)")
     parser.add_argument("--compile-cache", metavar="DIR",
                         help="persistent compilation cache: a later run loads the compiled model instead of "
                              "compiling it (default: ~/.cache/animax/jax; 'none' turns it off)")
@@ -216,7 +220,8 @@ def main(argv=None) -> int:
         print(NO_BOXES_NOTE, file=sys.stderr)
     if args.smal is None and loaded.info["body_model"]["name"] == "standin" and (None in groups or not groups):
         print("note: no --smal given, using the license-free stand-in quadruped", file=sys.stderr)
-    image_options = ImageRunOptions(Path(args.out_dir), args.outputs, args.arrays_file, args.workers)
+    image_options = ImageRunOptions(Path(args.out_dir), args.outputs, args.arrays_file, args.workers,
+                                    reduced_decode=args.reduced_decode)
     for name, group in groups.items():
         group_model = loaded if name is None else loaded.with_body_model(bodies[name], args.named_smal[name])
         predictor = Predictor(group_model.model, group_model.variables, args.batch_size,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +31,46 @@ def load_image(path) -> np.ndarray:
     return np.asarray(open_rgb(path))
 
 
+@dataclasses.dataclass(frozen=True)
+class DecodeScale:
+    """Where decoded pixels sit in the picture: the picture's point p (pixel centres at whole
+    numbers, after EXIF orientation) is at (p + 0.5) / factor - 0.5 + offset in the pixels.
+    factor 1 (offset 0) is a full decode. libjpeg's reduced decode averages factor x factor
+    blocks from the raw image's top-left corner, so an axis that EXIF orientation reverses ends
+    on a partial block: there the offset is the reduced side minus side / factor."""
+    factor: int = 1
+    offset: tuple[float, float] = (0.0, 0.0)
+    picture_size: tuple[int, int] | None = None     # (W, H) of the full picture; None: the pixels'
+
+    def to_pixels(self, points) -> np.ndarray:
+        """Picture coordinates [..., 2] -> coordinates in the decoded pixels."""
+        return (np.asarray(points, np.float64) + 0.5) / self.factor - 0.5 + np.asarray(self.offset)
+
+
+FULL_SCALE = DecodeScale()
+# libjpeg decodes at 1/2, 1/4 and 1/8 scale (its DCT scaling, PIL's `draft`) for about that
+# share of the work.
+JPEG_FACTORS = (8, 4, 2)
+# EXIF orientation -> whether the upright picture's x and y axes run against the stored image's.
+_REVERSED_AXES = {1: (False, False), 2: (True, False), 3: (True, True), 4: (False, True),
+                  5: (False, False), 6: (True, False), 7: (True, True), 8: (False, True)}
+
+
+def load_reduced(path, largest_factor: Callable[[int, int], int]) -> tuple[np.ndarray, DecodeScale]:
+    """`load_image`, a JPEG decoded at 1/2, 1/4 or 1/8 scale where `largest_factor(W, H)` (the
+    upright picture's size) allows it: e.g. the reduction that keeps every box of the picture
+    at least so many pixels wide. Other formats decode in full. -> (pixels, their DecodeScale)."""
+    image, scale = _open(path, largest_factor)
+    return np.asarray(image), scale
+
+
 def open_rgb(path) -> Image.Image:
     """`load_image`'s decoding, as a loaded RGB PIL image (e.g. to attach a mask as alpha
     without another copy of the pixels)."""
+    return _open(path, None)[0]
+
+
+def _open(path, largest_factor) -> tuple[Image.Image, DecodeScale]:
     is_file_object = hasattr(path, "read")
     source = path if is_file_object else Path(path)
     name = getattr(path, "name", "image bytes") if is_file_object else source
@@ -41,16 +80,37 @@ def open_rgb(path) -> Image.Image:
             if width * height > MAX_IMAGE_PIXELS:
                 raise _TooLarge(f"{name}: image of {width}x{height} pixels, more than the limit of "
                                 f"{MAX_IMAGE_PIXELS} pixels")
+            scale = FULL_SCALE if largest_factor is None else _draft(im, largest_factor)
             im.load()
             # In place: the copying form copies every image, even one without an orientation tag.
             ImageOps.exif_transpose(im, in_place=True)
-            return _to_rgb(im)
+            return _to_rgb(im), scale
     except _TooLarge as e:
         raise ValueError(str(e)) from None
     except Image.DecompressionBombError as e:
         raise ValueError(f"{name}: image larger than the limit of {MAX_IMAGE_PIXELS} pixels ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise ValueError(f"{name}: cannot read image ({type(e).__name__}: {e})") from None
+
+
+def _draft(im: Image.Image, largest_factor) -> DecodeScale:
+    """Asks libjpeg for a reduced decode (before `load`) and says where its pixels sit."""
+    width, height = im.size
+    orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else 1
+    reversed_x, reversed_y = _REVERSED_AXES.get(orientation, (False, False))
+    upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    allowed = largest_factor(*upright)
+    factor = next((f for f in JPEG_FACTORS if f <= allowed and min(width, height) >= f), 1)
+    if im.format != "JPEG" or factor == 1:
+        return DecodeScale(picture_size=upright)
+    # draft picks the largest scale whose size is at least the one asked: factor itself here.
+    im.draft(im.mode, (width // factor, height // factor))
+    if im.size != (-(-width // factor), -(-height // factor)):
+        raise ValueError(f"reduced JPEG decode gave {im.size} for {width}x{height} at 1/{factor}")
+    reduced = (im.size[1], im.size[0]) if orientation in (5, 6, 7, 8) else im.size
+    offset = tuple(r - s / factor if flip else 0.0
+                   for r, s, flip in zip(reduced, upright, (reversed_x, reversed_y)))
+    return DecodeScale(factor, offset, upright)
 
 
 class _TooLarge(ValueError):

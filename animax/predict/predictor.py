@@ -35,6 +35,7 @@ from jax.sharding import PartitionSpec as P
 from animax.geometry import CROP_SIZE, cam_crop_to_full, full_image_focal_length
 from animax.image.crop import INFERENCE, apply_affine, crop, crop_transform, square_box
 from animax.image.device_crop import CropWindow, WindowBatch, batch_radius, bucket, crop_windows, plan_window
+from animax.image.io import FULL_SCALE, DecodeScale
 from animax.runtime import cast_weights, default_batch_size, step_precision
 
 # Model outputs kept per animal, renamed to the exported file names (the rest stay in the model).
@@ -52,7 +53,9 @@ class Animal:
 
     window: the crop's inputs (`plan_window`; None once sent, see `sent`); box [4] (x1, y1, x2,
     y2) as given; center [2] and size: AniMer's square box; image_size (W, H) of the whole
-    image; image: the picture (for `crop`, the host reference; None once sent).
+    picture; image: the decoded pixels (for `crop`, the host reference; None once sent);
+    scale: where those pixels sit in the picture (`animax.image.io.DecodeScale`: a reduced JPEG
+    decode), so box, centre, size and every output stay in the picture's own pixels.
     """
     window: CropWindow | None
     box: np.ndarray
@@ -60,6 +63,7 @@ class Animal:
     size: float
     image_size: tuple[int, int]
     image: np.ndarray | None = None
+    scale: DecodeScale = FULL_SCALE
 
     @property
     def crop(self) -> np.ndarray:
@@ -67,19 +71,22 @@ class Animal:
         reference the device's crop equals within float32 rounding."""
         if self.image is None:
             raise ValueError("this animal's picture was released when it was sent to the device")
-        return crop(self.image, self.center, self.size, recipe=INFERENCE)[0]
+        return crop(self.image, self.scale.to_pixels(self.center), self.size / self.scale.factor,
+                    recipe=INFERENCE)[0]
 
     def sent(self) -> Animal:
         """The animal without its pixels (what export needs), so pictures are freed once batched."""
         return dataclasses.replace(self, window=None, image=None)
 
 
-def prepare(image, box) -> Animal:
-    """One box of a uint8 RGB image [H, W, 3], planned as AniMer's inference crops it."""
+def prepare(image, box, scale: DecodeScale = FULL_SCALE) -> Animal:
+    """One box (in the picture's pixels) of uint8 RGB pixels [H, W, 3], planned as AniMer's
+    inference crops it; `scale` when the pixels are a reduced decode of the picture."""
     center, size = square_box(box)
     height, width = image.shape[:2]
-    return Animal(plan_window(image, center, size, recipe=INFERENCE), np.asarray(box, np.float64), center,
-                  float(size), (width, height), image)
+    window = plan_window(image, scale.to_pixels(center), size / scale.factor, recipe=INFERENCE)
+    return Animal(window, np.asarray(box, np.float64), center, float(size), scale.picture_size or (width, height),
+                  image, scale)
 
 
 def whole_image_box(image):

@@ -24,17 +24,21 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from animax.image.io import load_image
+from animax.geometry import CROP_SIZE
+from animax.image.io import FULL_SCALE, load_image, load_reduced
 from animax.predict.detections import in_pixels
 from animax.predict.export import OUTPUTS, ArraysFile, remove_stale, write_animal
 from animax.predict.inputs import ImageJob, box_problem
-from animax.predict.predictor import Animal, prepare, whole_image_box
+from animax.predict.predictor import Animal, prepare
 from animax.viz.overlay import overlay_image
 
 # Host thread time per stage: decode (the file to pixels), window (the crop's window and taps),
 # submit (batch buffers, transfer, dispatch), wait (blocked on the device), fetch (outputs to
 # host arrays, keypoints to image pixels), export (files).
 STAGES = ("decode", "window", "submit", "wait", "fetch", "export")
+# `reduced_decode` keeps every box at least this many pixels wide: twice the crop's side, so
+# the crop still samples the (block-averaged) picture finer than it outputs.
+REDUCED_DECODE_MIN_BOX = 2 * CROP_SIZE
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class ImageRunOptions:
     arrays_file: Path | None = None              # one .npz of every animal's arrays instead of .npy files
     workers: int = 4                             # threads for decoding, and as many for export
     progress: bool | None = None                 # the progress bar; None: on terminals
+    reduced_decode: bool = False                 # JPEGs at 1/2..1/8 scale where boxes stay >= REDUCED_DECODE_MIN_BOX
 
 
 @dataclass
@@ -73,12 +78,21 @@ class _Loaded:
     preprocess_s: list[float] = field(default_factory=list)
 
 
+def largest_reduction(boxes, width, height) -> float:
+    """How much a width x height picture may shrink with its boxes (None: the whole picture)
+    kept at least REDUCED_DECODE_MIN_BOX pixels wide."""
+    boxes = [(0.0, 0.0, width, height)] if boxes is None else [in_pixels(b, width, height) for b in boxes]
+    sides = [max(x2 - x1, y2 - y1) for x1, y1, x2, y2 in boxes]
+    return min(sides, default=0.0) / REDUCED_DECODE_MIN_BOX
+
+
 class _Run:
     """State shared by the threads of one `run_inference` call."""
 
     def __init__(self, jobs, faces, info, options: ImageRunOptions):
         self.out_dir, self.faces, self.info = Path(options.out_dir), np.asarray(faces), info
         self.outputs, arrays_file = options.outputs, options.arrays_file
+        self.reduced_decode = options.reduced_decode
         self.arrays_file = None
         self.first_row = {}                 # job -> its first row in the arrays file
         if arrays_file is not None:
@@ -124,7 +138,10 @@ class _Run:
             return _Loaded(job, [])
         start = time.perf_counter()
         try:
-            image = load_image(job.path)
+            if self.reduced_decode:
+                image, scale = load_reduced(job.path, lambda w, h: largest_reduction(job.boxes, w, h))
+            else:
+                image, scale = load_image(job.path), FULL_SCALE
         except Exception as e:                # any broken file: one line, the other images go on
             message = (str(e) if isinstance(e, ValueError)
                        else f"{job.path}: cannot read image ({type(e).__name__}: {e})")
@@ -132,8 +149,8 @@ class _Run:
             return _Loaded(job, [])
         loaded = _Loaded(job, [], decode_s=time.perf_counter() - start)
         self.add_time("decode", loaded.decode_s)
-        height, width = image.shape[:2]
-        for k, box in enumerate([whole_image_box(image)] if job.boxes is None else job.boxes):
+        width, height = scale.picture_size or image.shape[1::-1]
+        for k, box in enumerate([(0.0, 0.0, float(width), float(height))] if job.boxes is None else job.boxes):
             box = in_pixels(box, width, height)
             problem = box_problem(box, width, height)
             if problem:
@@ -141,7 +158,7 @@ class _Run:
                 continue
             start = time.perf_counter()
             try:
-                loaded.animals.append((k, prepare(image, box)))
+                loaded.animals.append((k, prepare(image, box, scale)))
             except Exception as e:            # a box the crop cannot handle fails alone
                 self.fail(job, f"{job.path}: box {k} {list(box)}: cannot crop ({type(e).__name__}: {e})", [k])
                 continue
@@ -161,8 +178,9 @@ class _Run:
                        if "overlay" in self.outputs else None)
             timings = {"decode": loaded.decode_s, "preprocess": loaded.preprocess_s[position], "model": model_s,
                        **({"overlay": time.perf_counter() - start} if overlay is not None else {})}
-            info = {"input": str(job.path), "image_size": list(animal.image_size), "box_index": box_index,
-                    "box": animal.box.tolist(), "box_center": animal.center.tolist(), "box_size": animal.size,
+            info = {"input": str(job.path), "image_size": list(animal.image_size), "decode_factor": animal.scale.factor,
+                    "box_index": box_index, "box": animal.box.tolist(), "box_center": animal.center.tolist(),
+                    "box_size": animal.size,
                     "focal_length": float(result["focal_length"]), "timings_s": timings, **self.info}
             if self.outputs:
                 write_animal(self.out_dir / job.folder_name(box_index), result, self.faces, overlay, info,

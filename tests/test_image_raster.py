@@ -6,6 +6,9 @@ import trimesh
 
 from animax.image import raster
 
+# float32 results against an independent reference: CI runs these again on SSE4.2 kernels.
+pytestmark = pytest.mark.float32
+
 
 def test_rasterizer_matches_a_brute_force_reference():
     rng = np.random.default_rng(0)

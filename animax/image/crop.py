@@ -20,6 +20,7 @@ All host-side NumPy: it runs in data-loader workers and before the jitted model.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -107,6 +108,21 @@ INFERENCE = CropRecipe(antialias_sigma, 4.0, floor_center=False, whole_grey_leve
 DATASET = CropRecipe(no_blur, 3.0, floor_center=True, whole_grey_levels=True)
 DATASET_ANTIALIAS = CropRecipe(dataset_antialias_sigma, 3.0, floor_center=True, whole_grey_levels=True)
 
+
+
+def after_reduction(recipe: CropRecipe, factor: int) -> CropRecipe:
+    """`recipe` for a picture already shrunk `factor` times by block averaging (a reduced JPEG
+    decode, `animax.image.io.load_reduced`): the blur left to reach the full picture's, in the
+    shrunk picture's pixels. A factor-pixel box average has variance (factor^2 - 1) / 12 pixels^2,
+    and Gaussian variances add."""
+    if factor == 1:
+        return recipe
+
+    def sigma(size, out_size):
+        full = recipe.sigma(size * factor, out_size)
+        return math.sqrt(max(full ** 2 - (factor ** 2 - 1) / 12.0, 0.0)) / factor
+
+    return dataclasses.replace(recipe, sigma=sigma)
 
 # Kernel weight, out of 1, that a blur may leave out: at most 255e-6 of a grey level anywhere.
 NEGLIGIBLE_BLUR = 1e-6

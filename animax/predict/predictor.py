@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from animax.geometry import CROP_SIZE, cam_crop_to_full, full_image_focal_length
-from animax.image.crop import INFERENCE, apply_affine, crop, crop_transform, square_box
+from animax.image.crop import INFERENCE, after_reduction, apply_affine, crop, crop_transform, square_box
 from animax.image.device_crop import CropWindow, WindowBatch, batch_radius, bucket, crop_windows, plan_window
 from animax.image.io import FULL_SCALE, DecodeScale
 from animax.runtime import cast_weights, default_batch_size, step_precision
@@ -72,7 +72,7 @@ class Animal:
         if self.image is None:
             raise ValueError("this animal's picture was released when it was sent to the device")
         return crop(self.image, self.scale.to_pixels(self.center), self.size / self.scale.factor,
-                    recipe=INFERENCE)[0]
+                    recipe=after_reduction(INFERENCE, self.scale.factor))[0]
 
     def sent(self) -> Animal:
         """The animal without its pixels (what export needs), so pictures are freed once batched."""
@@ -84,7 +84,8 @@ def prepare(image, box, scale: DecodeScale = FULL_SCALE) -> Animal:
     inference crops it; `scale` when the pixels are a reduced decode of the picture."""
     center, size = square_box(box)
     height, width = image.shape[:2]
-    window = plan_window(image, scale.to_pixels(center), size / scale.factor, recipe=INFERENCE)
+    window = plan_window(image, scale.to_pixels(center), size / scale.factor,
+                         recipe=after_reduction(INFERENCE, scale.factor))
     return Animal(window, np.asarray(box, np.float64), center, float(size), scale.picture_size or (width, height),
                   image, scale)
 

@@ -118,9 +118,9 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=min(32, os.cpu_count() or 4),
                         help="threads for decoding and for export (default: the host's cores, %(default)s)")
     parser.add_argument("--reduced-decode", action="store_true",
-                        help="decode JPEGs at 1/2, 1/4 or 1/8 scale where every box stays at least 512 pixels "
-                             "wide (libjpeg's DCT scaling): 2-5x faster decoding of camera-trap-sized photos, "
-                             "outputs within a few pixels of a full decode (docs/performance.md)")
+                        help="still images: decode JPEGs at 1/2, 1/4 or 1/8 scale where every box stays at least "
+                             "512 pixels wide (libjpeg's DCT scaling), several times faster for camera-trap-sized "
+                             "photos; crops change by about half a grey level (docs/performance.md)")
     parser.add_argument("--compile-cache", metavar="DIR",
                         help="persistent compilation cache: a later run loads the compiled model instead of "
                              "compiling it (default: ~/.cache/animax/jax; 'none' turns it off)")

@@ -32,9 +32,9 @@ the training loader keeps the host crop (`animax.data.augment`) in its worker pr
 Cost per crop, C channels, window H x W, T = 2 R + 2 taps (the longer axis first):
 2 * T * C * out * (min(H, W) + out) FLOPs: 2.3 MFLOP for a 640 x 480 picture without blur,
 16 MFLOP with the widest blur (0.006% of ViT-H's 249 GFLOP).
-Windows beyond the largest bucket (boxes over ~2000 pixels; decode such photos at reduced
-scale, `animax.image.io` draft) and blurs wider than KERNEL_RADIUS are cropped on the host and
-sent as a 256 x 256 window of whole grey levels (within half a grey level of the float crop).
+Windows beyond the largest bucket (boxes over ~2000 pixels; infer.py --reduced-decode keeps
+them under it) and blurs wider than KERNEL_RADIUS are cropped on the host and sent as a
+256 x 256 window of whole grey levels (within half a grey level of the float crop).
 """
 
 from __future__ import annotations

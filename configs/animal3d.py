@@ -39,7 +39,8 @@ def get_config():
     data.device_crop = False            # crop training and evaluation examples in the jitted steps: the loader
                                         # sends uint8 windows (animax/image/device_warp.py); same crops within
                                         # float32 rounding, host workers spared the warp
-    data.device_crop_window = 512       # their side: regions past it (boxes over ~390 px) are cropped on the host
+    data.device_crop_window = 512       # their side: a crop reading more of the picture (a box over 280-390 px,
+                                        # scaled up to 1.3x and rotated) is made on the host and sent as its window
     data.gt_fraction = 1.0              # synthetic_inline only: share of examples with SMAL parameter GT
     data.train_examples = placeholder(int)  # synthetic_inline only: train on examples 0..N-1 over and over
                                         # (the overfitting probe of docs/training.md); unset: always new ones

@@ -9,22 +9,23 @@ datasets' (`animax.image.crop.DATASET`: no blur, whole grey levels); `crop` stay
 and tests/test_device_crop.py bounds the difference (float32 coordinates on the device).
 
 Host (`plan_warp`, no pixel computed): the crop's map (`crop_transform`, rotation and flip
-included), the source region its taps can reach, clipped to the image, copied into a fixed
-`window_size` x `window_size` x 4 window (all rows of a loader share one shape; the fourth channel is the
-mask, zero without one), the map moved to window coordinates (in float64, so the device's
-float32 coordinates stay below `window_size`), and the image's edges in window coordinates: taps
-outside the image weigh zero, as `warp_affine`'s zero border, and the window's padding lies
-outside them, so it never leaks in.
+included); the source region its taps can reach, clipped to the image, copied into a fixed
+window_size^2 x 4 window (all rows of a loader share one shape; the fourth channel is the mask,
+zero without one); the map in window coordinates (`to_window`, float64 there, so the device's
+float32 coordinates stay small); the image's edges in window coordinates: taps outside the
+image weigh zero, as `warp_affine`'s zero border, and the window's padding lies outside them,
+so it never leaks in.
 Device (`warp_windows`): per output pixel its source coordinates, the four taps gathered and
 weighted as `_bilinear` weighs them, rounded half up to whole grey levels (cv2's uint8 warp),
 then the colour gain, the clip and ImageNet normalisation (`device_crop.normalize`), and the
 mask as AniMer's datasets take it (0..1; all ones where the crop lost the animal).
 
 Falls back to the host crop, sent as an identity window in whole grey levels (exact for a
-recipe that rounds): regions larger than the window (a box over ~`window_size` / 1.3 pixels of the
-picture) and blurred recipes (DATASET_ANTIALIAS, off in AniMer).
-Cost: 4 taps x C channels x 2 FLOPs per output pixel and ~10 index operations: ~2 MFLOP a crop
-(`warp_flops`), 1e-5 of ViT-H's 249 GFLOP.
+recipe that rounds): regions larger than the window (only in pictures larger than it: a box over
+window_size / 1.3 pixels scaled 1.3x, over window_size / 1.84 if also turned 45 degrees) and
+blurred recipes (DATASET_ANTIALIAS, off in AniMer: within half a grey level of its float crop).
+Cost: 4 taps x C channels x 2 FLOPs per output pixel and ~10 index operations: 2.1 MFLOP a crop
+(`warp_flops`), under 1e-5 of ViT-H's 249 GFLOP.
 """
 
 from __future__ import annotations

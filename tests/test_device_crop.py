@@ -251,3 +251,21 @@ def test_warp_flops():
     # 4 taps x 4 channels x 2 FLOPs per output pixel: 2.1 MFLOP, under 1e-5 of ViT-H's 249.3 GFLOP.
     assert device_warp.warp_flops() == 2 * 4 * 4 * 256 * 256
     assert device_warp.warp_flops() / 249.3e9 < 1e-5
+
+
+def test_the_rotated_device_crop_without_rounding_equals_the_float_crop():
+    """whole_grey_levels=False: normalised floats within the bound, divided by the normalisation's
+    std (times the gain), against `crop` without rounding (INFERENCE's, no blur below 563 px)."""
+    rng = np.random.default_rng(6)
+    boxes = [square_box(box) for box in WARP_BOXES[:4]]
+    rotations, gains = rng.uniform(-60, 60, len(boxes)), rng.uniform(0.8, 1.2, (len(boxes), 3)).astype(np.float32)
+    windows = [device_warp.plan_warp(RGBA, c, s, rotation_deg=r, flip=True, gain=g, window_size=WINDOW)[0]
+               for (c, s), r, g in zip(boxes, rotations, gains)]
+    arrays = stacked(windows)
+    image, mask = jax.device_get(_warp_windows(arrays["pixels"], arrays["affine"], arrays["edges"], arrays["gain"],
+                                               np.ones(len(boxes), np.float32), whole_grey_levels=False))
+    for k, (center, size) in enumerate(boxes):
+        expected, _ = crop(RGBA, center, size, rotation_deg=rotations[k], flip=True, gain=gains[k], recipe=INFERENCE)
+        assert INFERENCE.sigma(size, 256) == 0
+        assert np.abs(image[k] - expected[..., :3]).max() <= (WARP_BOUND * gains[k] / IMAGE_STD + 20 * U).max()
+        np.testing.assert_allclose(mask[k], expected[..., 3], atol=WARP_BOUND / 255 + 4 * U, rtol=0)

@@ -98,7 +98,7 @@ def to_window(src_from_dst, origin, out_size=CROP_SIZE) -> np.ndarray:
     """The device's map: offsets from the output's centre pixel (out_size // 2) -> window
     coordinates (origin: the window's corner in the image), computed in float64, sent as float32.
     Centred both sides, the device's float32 terms stay below the window's side: its
-    coordinates are within ~10 x 2^-24 x window_size pixels of `crop`'s."""
+    coordinates are within 7 x 2^-24 x window_size pixels of `crop`'s (tests/test_device_crop.py)."""
     centre = src_from_dst[:, :2] @ np.full(2, out_size // 2) + src_from_dst[:, 2] - np.asarray(origin)
     return np.concatenate([src_from_dst[:, :2], centre[:, None]], axis=1).astype(np.float32)
 

@@ -8,9 +8,12 @@ has wall-clock time and the process's CPU time: on a shared machine the wall clo
 counts time spent waiting for a core, and CPU time is what one worker costs a core. CPU
 time is taken over chunks of calls (a batch for the loader): the median chunk, and the
 best chunk, the least disturbed by other processes sharing the core's caches.
+The device crop (data.device_crop, `animax.image.device_warp`) is timed beside it: the host's
+share (the window's plan and copy instead of the warp), and the crop itself jitted on this
+machine's JAX device for a batch of `--device-batch` windows of `--window` pixels.
 Prints a table and writes bench/results/bench_data.json.
 
-    python bench/bench_data.py [--examples 64] [--batch 32] [--batches 8] [--workers 0 2]
+    python bench/bench_data.py [--examples 64] [--batch 32] [--batches 8] [--workers 0 2] [--window 512]
 """
 
 import argparse
@@ -28,6 +31,7 @@ from animax.data import AugmentConfig, make_loader, open_source, prepare_example
 from animax.data.augment import crop_example, sample_augmentation
 from animax.data.build import build
 from animax.data.loader import decode_example
+from animax.image.device_warp import to_window, warp_flops, warp_windows
 
 HORSE = Path(__file__).resolve().parents[2] / "shared" / "data" / "animer_examples" / "000000015956_horse.png"
 WIDTH, HEIGHT = 640, 480
@@ -76,14 +80,28 @@ def cpu_seconds(fn, chunks, calls_per_chunk):
     return float(np.median(per_call)), min(per_call)
 
 
-def loader_seconds(source, batch, batches, workers):
+def loader_seconds(source, batch, batches, workers, window=0):
     """(wall, median CPU, best CPU) seconds per example of the grain loader over `batches`
-    batches after a warm-up batch; CPU is this process's."""
-    iterator = iter(make_loader([source], batch_size=batch, seed=0, worker_count=workers))
+    batches after a warm-up batch; CPU is this process's. window: the device crop's."""
+    iterator = iter(make_loader([source], batch_size=batch, seed=0, worker_count=workers, device_crop_window=window))
     next(iterator)
     wall = time.perf_counter()
     median, best = cpu_seconds(lambda: next(iterator), batches, 1)
     return (time.perf_counter() - wall) / (batch * batches), median / batch, best / batch
+
+
+def device_crop_row(examples, decoded, augmentations, window, batch):
+    """The device crop of `batch` windows, jitted on the default JAX device: ms per example."""
+    import jax
+
+    rows = [crop_example(decoded[i], examples[i], augmentations[i], window_size=window) for i in range(batch)]
+    keys = ("window", "window_affine", "window_edges", "gain")
+    arrays = [jax.device_put(np.stack([r[k] for r in rows])) for k in keys]
+    has_mask = jax.device_put(np.ones(batch, np.float32))
+    crop = jax.jit(warp_windows)
+    wall = time_call(lambda: jax.block_until_ready(crop(*arrays, has_mask)), warmup=2, repeats=20)
+    return {"stage": f"device crop, jitted on {jax.devices()[0].platform}, batch {batch} x {window} px",
+            "wall_ms": 1e3 * wall / batch, "per_s_wall": batch / wall}
 
 
 def main():
@@ -93,6 +111,8 @@ def main():
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[0],
                         help="loader worker processes to time (0 = in-process: one worker's rate)")
+    parser.add_argument("--window", type=int, default=512, help="the device crop's window side")
+    parser.add_argument("--device-batch", type=int, default=8)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,6 +134,10 @@ def main():
             "decode JPEG + mask PNG": one(lambda i: decode_example(examples[i])),
             "augment + crop (RGB + mask warp)": one(lambda i: crop_example(decoded[i], examples[i], augmentations[i])),
             "whole example (decode + augment + crop)": one(lambda i: prepare_example(examples[i], augmentations[i])),
+            "augment + window for the device crop": one(
+                lambda i: crop_example(decoded[i], examples[i], augmentations[i], window_size=args.window)),
+            "whole example, device crop (decode + augment + window)": one(
+                lambda i: prepare_example(examples[i], augmentations[i], window_size=args.window)),
         }
         rows = []
         for stage, fn in stages.items():
@@ -121,20 +145,29 @@ def main():
             cpu, best = cpu_seconds(fn, 16, 8)
             rows.append({"stage": stage, "wall_ms": 1e3 * wall, "cpu_ms": 1e3 * cpu, "best_cpu_ms": 1e3 * best,
                          "per_s_wall": 1.0 / wall, "per_cpu_s": 1.0 / cpu, "best_per_cpu_s": 1.0 / best})
-        for workers in args.workers:
-            wall, cpu, best = loader_seconds(source, args.batch, args.batches, workers)
-            row = {"stage": f"grain loader, {workers} worker processes" if workers else
-                   "grain loader, in-process (one worker)", "wall_ms": 1e3 * wall, "per_s_wall": 1.0 / wall}
+        rows.append(device_crop_row(examples, decoded, augmentations, args.window, args.device_batch))
+        for workers, window in [(w, 0) for w in args.workers] + [(0, args.window)]:
+            wall, cpu, best = loader_seconds(source, args.batch, args.batches, workers, window)
+            row = {"stage": (f"grain loader, {workers} worker processes" if workers else
+                             "grain loader, in-process (one worker)") + (", device crop" if window else ""),
+                   "wall_ms": 1e3 * wall, "per_s_wall": 1.0 / wall}
             if not workers:  # with worker processes this process only gathers their batches
                 row.update(cpu_ms=1e3 * cpu, best_cpu_ms=1e3 * best, per_cpu_s=1.0 / cpu, best_per_cpu_s=1.0 / best)
             rows.append(row)
         image_note = "AniMer horse photo" if HORSE.is_file() else "synthetic texture"
         load = os.getloadavg()[0]
+        windows = [crop_example(d, e, a, window_size=args.window) for d, e, a in zip(decoded, examples, augmentations)]
+        identity = to_window(np.eye(3)[:2], (0, 0))         # a host crop's map
+        host_cropped = np.mean([np.array_equal(w["window_affine"], identity) for w in windows])
         report("bench_data", rows, ["stage", "wall_ms", "cpu_ms", "best_cpu_ms", "per_s_wall", "per_cpu_s",
                                     "best_per_cpu_s"],
                extra={"images": f"{args.examples} JPEGs 640x480 q90 ({image_note}), boxes 120-480 px",
-                      "target_per_core": TARGET_PER_CORE, "load_average": load, "cpus": os.cpu_count()})
-        loader = next(r for r in rows if r["stage"].startswith("grain loader, in-process"))
+                      "target_per_core": TARGET_PER_CORE, "load_average": load, "cpus": os.cpu_count(),
+                      "device_crop": {"window": args.window, "share_cropped_on_host": float(host_cropped),
+                                      "flops_per_crop": warp_flops(), "share_of_vith": warp_flops() / 249.3e9}})
+        print(f"device crop: {100 * host_cropped:.0f}% of the windows were host crops (region past {args.window} "
+              f"pixels); {warp_flops() / 1e6:.1f} MFLOP a crop, {warp_flops() / 249.3e9:.1e} of ViT-H's 249.3 GFLOP")
+        loader = next(r for r in rows if r["stage"] == "grain loader, in-process (one worker)")
         print(f"one worker: {loader['per_cpu_s']:.0f} examples per CPU-second (best batch "
               f"{loader['best_per_cpu_s']:.0f}), {loader['per_s_wall']:.0f} per wall-clock second; target "
               f"{TARGET_PER_CORE:.0f} per core; load average {load:.1f} on {os.cpu_count()} cores")

@@ -36,6 +36,11 @@ def get_config():
     data.augment = True                 # AniMer's augmentation (scale 0.3, rot 30 deg @0.6, trans 0.02, colour 0.2)
     data.antialias = False              # blur training crops first (AniMer's DATASETS.USE_SKIMAGE_ANTIALIAS, off
                                         # there); evaluation never blurs. Inference keeps its demo blur.
+    data.device_crop = False            # crop training and evaluation examples in the jitted steps: the loader
+                                        # sends uint8 windows (animax/image/device_warp.py); same crops within
+                                        # float32 rounding, host workers spared the warp
+    data.device_crop_window = 512       # their side: a crop reading more of the picture (a box over 280-390 px,
+                                        # scaled up to 1.3x and rotated) is made on the host and sent as its window
     data.gt_fraction = 1.0              # synthetic_inline only: share of examples with SMAL parameter GT
     data.train_examples = placeholder(int)  # synthetic_inline only: train on examples 0..N-1 over and over
                                         # (the overfitting probe of docs/training.md); unset: always new ones

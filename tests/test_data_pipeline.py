@@ -131,3 +131,29 @@ def test_source_keypoints_follow_the_crop_and_the_flip_like_the_smal_ones(source
     np.testing.assert_array_equal(batch["source_keypoints"][:, 17:], 0.0)
     source = batch["source_keypoints"][:, :17]
     np.testing.assert_allclose(source[:, smal >= 0], batch["keypoints_2d"][:, smal[smal >= 0]], atol=1e-6)
+
+
+def test_device_crop_batches_crop_on_the_device_as_the_host_loader(sources):
+    """device_crop_window: the same batches, the crop's windows in place of image and mask; the
+    step's crop (`animax.train.step.with_image`) gives the host loader's image and mask within
+    tests/test_device_crop.py's bound (a grey level apart, rarely)."""
+    import jax
+
+    from animax.image.crop import IMAGE_STD
+    from animax.train.step import with_image
+
+    augment = AugmentConfig(flip_rate=0.5, rotation_rate=1.0)      # every crop rotated
+    host = take(iter(loader(sources, augment=augment)), 2)
+    device = take(iter(loader(sources, augment=augment, device_crop_window=256)), 2)
+    cropped = jax.jit(with_image)
+    for h, d in zip(host, device):
+        assert d["window"].shape == (4, 256, 256, 4) and d["window"].dtype == np.uint8
+        assert set(d) - set(h) == {"window", "window_affine", "window_edges", "gain"}
+        assert set(h) - set(d) == {"image", "mask"}
+        for key in set(h) & set(d):
+            np.testing.assert_array_equal(h[key], d[key], err_msg=key)
+        out = jax.device_get(cropped(d))
+        image_diff = np.abs(out["image"] - h["image"])
+        assert image_diff.max() <= 1.3 / IMAGE_STD.min() and (image_diff > 1e-4).mean() < 3e-3
+        mask_diff = np.abs(out["mask"] - h["mask"])
+        assert mask_diff.max() <= 1.01 / 255 and (mask_diff > 1e-6).mean() < 1e-3

@@ -279,6 +279,24 @@ def test_data_mixture_reads_both_sets_by_weight_and_resumes_exactly(built_root):
         input_lib.mixture(small_config(**{"data.mixture": "animal3d"}))
 
 
+def test_device_crop_trains_and_evaluates_from_the_loaders_windows(built_root, tmp_path):
+    """data.device_crop: the loaders send uint8 windows, and the train and eval steps crop them
+    on the device (`step.with_image`, which the overlays' preview step calls too)."""
+    from animax.train import input as input_lib
+
+    config = small_config(**{"data.name": "animal3d", "data.root": str(built_root), "data.worker_count": 0,
+                             "data.prefetch": 0, "data.device_crop": True, "data.device_crop_window": 256,
+                             "eval_at_start": True, "eval_overlays": 0})
+    trainer = loop.Trainer(config, tmp_path, stop_after=1)
+    local = next(iter(input_lib.eval_batches(config, trainer.body)))
+    assert local["window"].dtype == np.uint8 and "image" not in local
+    assert trainer.train() == 0
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert {r["split"] for r in records} == {"train", "eval"}
+    assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
+    assert all(0.0 <= r["pck@0.1"] <= 1.0 for r in records if r["split"] == "eval")
+
+
 def test_eval_mode_reports_every_dataset_in_animer_layout(built_root, tmp_path, capsys):
     """--mode eval over two built datasets: one AniMer table each; PA-MPJPE / PA-MPVPE only where
     the set has 3D ground truth (AniMer prints 0 for the others, animax n/a)."""

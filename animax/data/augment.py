@@ -20,6 +20,7 @@ import numpy as np
 from animax.data.mirror import KEYPOINT_MIRROR, transform_pose
 from animax.geometry import CROP_SIZE, axis_angle_to_rotmat
 from animax.image.crop import DATASET, apply_affine, crop, dataset_box, invert_affine, square_box
+from animax.image.device_warp import plan_warp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +81,19 @@ def _without_last_channel(array):
     return items.copy().view(np.float32).reshape(array.shape[:-1] + (3,))
 
 
-def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZE, recipe=DATASET) -> dict:
+def _image_and_mask(pixels, out_size) -> dict:
+    """`crop`'s float32 [S, S, C] -> the network input and the mask as AniMer's datasets take it."""
+    if pixels.shape[-1] == 4:
+        rgb, crop_mask = _without_last_channel(pixels), np.clip(pixels[..., 3], 0.0, 1.0)
+        if (crop_mask < 0.5).all():
+            crop_mask = np.ones_like(crop_mask)     # AniMer: a mask that lost the animal counts as everywhere
+    else:
+        rgb, crop_mask = pixels, np.zeros((out_size, out_size), np.float32)
+    return {"image": rgb, "mask": crop_mask}
+
+
+def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZE, recipe=DATASET,
+                 window_size: int = 0) -> dict:
     """The network input and targets of one example under one augmentation.
 
     pixels uint8 [H, W, 3] RGB, or [H, W, 4] with the mask (255 = animal) as fourth channel:
@@ -95,19 +108,22 @@ def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZ
     confidence), `keypoints_3d [26,4]`, `pose [35,3,3]` rotation matrices, `source_keypoints
     [S,3]` (the source's own keypoints, crop-normalised like keypoints_2d; mirrored by
     `source_mirror`), `zoom` (crop pixels per image pixel).
+    window_size > 0: the crop is left to the device (`animax.image.device_warp`): `window`
+    uint8 [window_size, window_size, 4], `window_affine` float32 [2, 3], `window_edges` int32
+    [2, 2] and `gain` float32 [3] in place of `image` and `mask` (the targets are the same).
     """
     center, size = (dataset_box if recipe.floor_center else square_box)(example["bbox"])
     center = center + np.asarray(augmentation.shift) * size
     size = size * augmentation.scale
-    pixels, src_from_dst = crop(pixels, center, size, rotation_deg=augmentation.rotation_deg,
-                                flip=augmentation.flip, gain=augmentation.color, out_size=out_size,
-                                recipe=recipe)
-    if pixels.shape[-1] == 4:
-        rgb, crop_mask = _without_last_channel(pixels), np.clip(pixels[..., 3], 0.0, 1.0)
-        if (crop_mask < 0.5).all():
-            crop_mask = np.ones_like(crop_mask)     # AniMer: a mask that lost the animal counts as everywhere
+    how = dict(rotation_deg=augmentation.rotation_deg, flip=augmentation.flip, gain=augmentation.color,
+               out_size=out_size, recipe=recipe)
+    if window_size:
+        window, src_from_dst = plan_warp(pixels, center, size, window_size=window_size, **how)
+        crops = {"window": window.pixels, "window_affine": window.affine, "window_edges": window.edges,
+                 "gain": window.gain}
     else:
-        rgb, crop_mask = pixels, np.zeros((out_size, out_size), np.float32)
+        pixels, src_from_dst = crop(pixels, center, size, **how)
+        crops = _image_and_mask(pixels, out_size)
 
     dst_from_src = invert_affine(src_from_dst)
     keypoints_2d = np.array(example["keypoints_2d"], np.float32)
@@ -123,8 +139,7 @@ def crop_example(pixels, example, augmentation=Augmentation(), out_size=CROP_SIZ
         keypoints_2d, keypoints_3d = keypoints_2d[KEYPOINT_MIRROR], keypoints_3d[KEYPOINT_MIRROR]
         source_keypoints = source_keypoints[np.asarray(example.get("source_mirror", []), np.int64)]
     return {
-        "image": rgb,
-        "mask": crop_mask,
+        **crops,
         "keypoints_2d": keypoints_2d,
         "keypoints_3d": keypoints_3d,
         "pose": pose.astype(np.float32),

@@ -26,6 +26,16 @@ Batches (B = batch_size, S = out_size, 256 by default):
                                          keypoints_2d, padded with (0, 0, 0)
     dataset           int32 [B]          index of the example's source in `sources`
 
+With make_loader(device_crop_window=N) the crop is left to the jitted step
+(`animax.image.device_warp.warp_windows`, `animax.train.step.with_image`), and the batch has,
+in place of image and mask (every other field as above):
+    window            uint8 [B,N,N,4]    the source pixels the crop reads (RGB and the mask, zero
+                                         without one), padded; a host crop where they do not fit
+    window_affine     float32 [B,2,3]    offsets from the crop's centre pixel -> window pixels
+    window_edges      int32 [B,2,2]      the picture's first and last pixel in window coordinates
+                                         (x, then y): taps beyond them weigh zero
+    gain              float32 [B,3]      the augmentation's colour gain
+
 Every example's augmentation comes from grain's per-record generator, derived from `seed`
 and the record's position in the shuffled stream: the same seed gives the same batches, and
 a restored iterator state continues on the exact next batch. Each worker process batches its
@@ -76,10 +86,12 @@ def decode_example(example) -> np.ndarray:
     return np.asarray(image)
 
 
-def prepare_example(example, augmentation=Augmentation(), out_size=CROP_SIZE, recipe=DATASET) -> dict:
+def prepare_example(example, augmentation=Augmentation(), out_size=CROP_SIZE, recipe=DATASET,
+                    window_size: int = 0) -> dict:
     """One stored example -> one batch row (see the module docstring for the fields), cropped
-    as AniMer's datasets crop (`animax.image.crop.DATASET`) unless `recipe` says otherwise."""
-    out = crop_example(decode_example(example), example, augmentation, out_size, recipe)
+    as AniMer's datasets crop (`animax.image.crop.DATASET`) unless `recipe` says otherwise;
+    window_size > 0: its window for the device crop instead."""
+    out = crop_example(decode_example(example), example, augmentation, out_size, recipe, window_size)
     out["betas"] = np.asarray(example["betas"], np.float32)
     out["family"] = np.int32(example["family"])
     out["identity"] = np.int32(example["identity"])
@@ -101,11 +113,13 @@ def fixed_source_keypoints(keypoints, count: int) -> np.ndarray:
 class PrepareExample(grain.RandomMapTransform):
     """grain transform: a (source index, stored example) pair -> a batch row, augmented when
     `augment` is given (training), else the plain crop (AniMer's EvaluationDataset); both crop
-    as AniMer's datasets, blurred only with `antialias` (its USE_SKIMAGE_ANTIALIAS)."""
+    as AniMer's datasets, blurred only with `antialias` (its USE_SKIMAGE_ANTIALIAS); on the
+    device from windows of `window_size` pixels when that is > 0."""
 
     def __init__(self, augment: AugmentConfig | None, out_size=CROP_SIZE, source_keypoints: int = 0,
-                 antialias: bool = False):
+                 antialias: bool = False, window_size: int = 0):
         self.augment = augment
+        self.window_size = window_size
         self.out_size = out_size
         self.source_keypoints = source_keypoints
         self.recipe = DATASET_ANTIALIAS if antialias else DATASET
@@ -113,7 +127,7 @@ class PrepareExample(grain.RandomMapTransform):
     def random_map(self, element, rng: np.random.Generator):
         source_index, example = element
         augmentation = sample_augmentation(rng, self.augment) if self.augment else Augmentation()
-        out = prepare_example(example, augmentation, self.out_size, self.recipe)
+        out = prepare_example(example, augmentation, self.out_size, self.recipe, self.window_size)
         out["dataset"] = np.int32(source_index)
         source = out.pop("source_keypoints")
         if self.source_keypoints:
@@ -126,7 +140,8 @@ def make_loader(sources: Sequence, *, batch_size: int, seed: int, weights: Seque
                 num_epochs: int | None = None, shuffle: bool = True, drop_remainder: bool = True,
                 shard_options: grain.ShardOptions | None = None, out_size: int = CROP_SIZE,
                 worker_buffer_size: int = 2, read_options: grain.ReadOptions | None = None,
-                source_keypoints: int = 0, antialias: bool = False) -> grain.DataLoader:
+                source_keypoints: int = 0, antialias: bool = False,
+                device_crop_window: int = 0) -> grain.DataLoader:
     """A grain DataLoader over `sources` mixed by `weights` (default: equal).
 
     seed: shuffling and augmentation; num_epochs None = endless; worker_count 0 = in this
@@ -138,7 +153,10 @@ def make_loader(sources: Sequence, *, batch_size: int, seed: int, weights: Seque
     records come from local array_record files and decoding dominates, and grain's own
     default (16 threads, 500 records ahead) costs more in thread start-up and contention
     than it saves. source_keypoints: batch the sources' own keypoints too, padded to this many
-    (`source_keypoints [B, S, 3]`; 0 = leave them out).
+    (`source_keypoints [B, S, 3]`; 0 = leave them out). device_crop_window: send each crop's
+    window of this many pixels a side for the jitted step to crop (see the module docstring;
+    0 = crop here). It should hold the pictures' boxes (1.3 x enlarged, rotated): rows whose
+    region does not fit, and blurred crops (antialias), are cropped here and sent as windows.
     """
     if worker_count > 0 and not flags.FLAGS.is_parsed():
         # grain's worker processes read grain's absl flags; programs that do not parse absl
@@ -151,7 +169,7 @@ def make_loader(sources: Sequence, *, batch_size: int, seed: int, weights: Seque
                                  shuffle=shuffle, num_epochs=num_epochs, seed=seed)
     return grain.DataLoader(
         data_source=source, sampler=sampler,
-        operations=[PrepareExample(augment, out_size, source_keypoints, antialias),
+        operations=[PrepareExample(augment, out_size, source_keypoints, antialias, device_crop_window),
                     grain.Batch(batch_size, drop_remainder)],
         worker_count=worker_count, worker_buffer_size=worker_buffer_size,
         shard_options=shard_options,

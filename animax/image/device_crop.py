@@ -25,9 +25,9 @@ over gathered rows, then columns), in float32; then rounding, gain, ImageNet nor
 The same products as dense matrices would spend 0.8 GFLOP on a 640 x 480 window, almost all
 on zeros (measured 52 ms a crop on a 2-core CPU); the band spends 2.4 MFLOP without blur.
 
-Separable = no rotation. Inference and evaluation never rotate; training rotates 60% of its
-crops (AniMer's rotation_rate), and a rotated bilinear warp is a gather, not two products, so
-the training loader keeps the host crop (`animax.data.augment`) in its worker processes.
+Separable = no rotation. Inference never rotates; training rotates 60% of its crops (AniMer's
+rotation_rate), and a rotated bilinear warp is a gather, not two products: the training and
+evaluation loaders' device crop is `animax.image.device_warp`.
 
 Cost per crop, C channels, window H x W, T = 2 R + 2 taps (the longer axis first):
 2 * T * C * out * (min(H, W) + out) FLOPs: 2.3 MFLOP for a 640 x 480 picture without blur,

@@ -23,7 +23,19 @@ EVAL_KEYS = ("image", "keypoints_2d", "keypoints_3d", "mask", "has_mask", "betas
 # Read by the steps when a source yields them: each row's body model in a bank (several meshes),
 # a dataset's own PCK length (Horse-10's nose-to-eye distance), its own keypoints (data.source_keypoints).
 OPTIONAL_KEYS = ("body_model", "pck_scale", "source_keypoints")
+# With data.device_crop the loader sends these in place of image and mask, which the steps make
+# (`animax.train.step.with_image`, reading has_mask too).
+WINDOW_KEYS = ("window", "window_affine", "window_edges", "gain")
 INLINE = "synthetic_inline"
+
+
+def step_keys(keys, batch) -> list:
+    """`keys` as a step reads them from `batch`: the crop's windows in place of image and mask
+    when the batch has them (data.device_crop)."""
+    if "window" not in batch:
+        return list(keys)
+    keys = [k for k in keys if k not in ("image", "mask")]
+    return keys + [k for k in (*WINDOW_KEYS, "has_mask") if k not in keys]
 
 
 def per_process(global_size: int) -> int:
@@ -101,13 +113,13 @@ def eval_batches(config, body: SMALModel | BodyModelBank, dataset: tuple[str, st
     limit = config.data.eval_examples
     seen = 0
     for batch in source:
-        rows = len(batch["image"])
+        rows = len(batch["keypoints_2d"])
         # Rows past `eval_examples` (counted globally: batch n covers examples n*B ... on all processes)
         # and rows padding a short last batch do not count.
         first = seen + jax.process_index() * local
         valid = np.ones(rows, np.float32) if limit is None else (first + np.arange(rows) < limit).astype(np.float32)
         seen += config.eval_batch_size
-        keys = [k for k in EVAL_KEYS if k != "valid"] + [k for k in OPTIONAL_KEYS if k in batch]
+        keys = step_keys([k for k in EVAL_KEYS if k != "valid"], batch) + [k for k in OPTIONAL_KEYS if k in batch]
         yield _pad({**{k: batch[k] for k in keys}, "valid": valid}, local)
         if limit is not None and seen >= limit:
             return
@@ -127,7 +139,8 @@ def _dataset_source(config, split, batch_size, train, name=None):
 
     Training: shuffled, endless, augmented per `config.data.augment`; its state (bytes) is
     checkpointed. Evaluation: one pass in order, the last batch short (padded by the caller).
-    Both crop as AniMer's datasets (animax.image.crop.DATASET), not as inference.
+    Both crop as AniMer's datasets (animax.image.crop.DATASET), not as inference; with
+    `data.device_crop` in the jitted steps, from windows of `data.device_crop_window` pixels.
     """
     import grain.python as grain
 
@@ -146,5 +159,6 @@ def _dataset_source(config, split, batch_size, train, name=None):
         drop_remainder=train, shard_options=grain.ShardByJaxProcess() if sharded else None,
         source_keypoints=config.data.get("source_keypoints", 0),
         # AniMer's EvaluationDataset never blurs; its TrainDataset only with USE_SKIMAGE_ANTIALIAS.
-        antialias=train and config.data.get("antialias", False))
+        antialias=train and config.data.get("antialias", False),
+        device_crop_window=config.data.get("device_crop_window", 0) if config.data.get("device_crop") else 0)
     return iter(loader)

@@ -122,6 +122,7 @@ class Trainer:
         return compiled
 
     def batch(self, local: dict, keys) -> dict:
+        keys = input_lib.step_keys(keys, local)
         keys = [*keys, *(k for k in input_lib.OPTIONAL_KEYS if k in local and k not in keys)]
         return sharding_lib.global_batch(self.mesh, {k: local[k] for k in keys})
 
@@ -170,7 +171,7 @@ class Trainer:
             if isinstance(body, BodyModelBank):          # the row's own mesh, without padding
                 m = int(local["body_model"][b])
                 body, vertices = body.own(m), vertices[:body.vertex_counts[m]]
-            rows.append(overlay_image(local["image"][b], vertices, out["cam_t"][b], np.asarray(body.faces),
+            rows.append(overlay_image(out["image"][b], vertices, out["cam_t"][b], np.asarray(body.faces),
                                       out["keypoints_2d"][b], out["head_box"][b]))
         return np.concatenate(rows, axis=0)
 

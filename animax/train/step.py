@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from animax.image.device_warp import warp_windows
 from animax.models.discriminator import Discriminator
 from animax.runtime import exact_matmuls
 from animax.smal.bank import skin
@@ -36,6 +37,7 @@ from animax.train import losses as losses_lib
 from animax.train import metrics as metrics_lib
 from animax.train import optim
 from animax.train import sharding as sharding_lib
+from animax.train.input import WINDOW_KEYS
 from animax.train.state import TrainState, lora_scale, merged_params
 
 
@@ -61,6 +63,17 @@ class StepSettings:
         return cls(config.loss, optim.learning_rate_schedule(config), config.grad_accum_steps,
                    config.optim.grad_clip_norm, lora_scale(config), adversarial,
                    optim.make_discriminator_optimizer(config) if adversarial else None, source_table)
+
+
+def with_image(batch):
+    """The batch with `image` and `mask` cropped here from the loader's windows (data.device_crop:
+    `animax.image.device_warp`); a batch that has its image already, as it is. Every step starts
+    with it."""
+    if "window" not in batch:
+        return batch
+    image, mask = warp_windows(batch["window"], batch["window_affine"], batch["window_edges"], batch["gain"],
+                               batch["has_mask"])
+    return {**{k: v for k, v in batch.items() if k not in WINDOW_KEYS}, "image": image, "mask": mask}
 
 
 def _apply(model, params, batch_stats, smal, batch, **kw):
@@ -96,6 +109,7 @@ def _module_norms(grads, trained):
 
 def train_step(state: TrainState, batch, smal, *, model, tx, settings: StepSettings, priors, trained):
     """See the module docstring. trained: a static bool tree like `state.trainable`."""
+    batch = with_image(batch)
     scale = settings.lora_scale if state.lora else 0.0
     adversarial = settings.adversarial_weight
 
@@ -202,6 +216,7 @@ def _discriminator_update(state, batch, fake, settings: StepSettings):
 
 def eval_step(state: TrainState, batch, smal, *, model, settings: StepSettings):
     """See the module docstring."""
+    batch = with_image(batch)
     outputs = _apply(model, merged_params(state, settings.lora_scale), state.batch_stats, smal, batch, train=False)
     batch = with_gt_vertices(batch, smal)
     sums = {}
@@ -219,9 +234,11 @@ PREVIEW_OUTPUTS = ("vertices", "cam_t", "keypoints_2d", "head_box")
 
 
 def preview_step(state: TrainState, batch, smal, *, model, settings: StepSettings):
-    """The outputs of PREVIEW_OUTPUTS for one batch (the TensorBoard overlays of an evaluation)."""
+    """The outputs of PREVIEW_OUTPUTS for one batch, and its `image` (the TensorBoard overlays of
+    an evaluation)."""
+    batch = with_image(batch)
     outputs = _apply(model, merged_params(state, settings.lora_scale), state.batch_stats, smal, batch, train=False)
-    return {k: outputs[k] for k in PREVIEW_OUTPUTS}
+    return {**{k: outputs[k] for k in PREVIEW_OUTPUTS}, "image": batch["image"]}
 
 
 def jit_steps(model, config, tx, mesh, shardings, priors, trained):

@@ -136,7 +136,7 @@ def _meshes(workdir):
 
 
 def _process(workdir, coordinator, num_processes, process_id):
-    from animax.train.sharding import initialize_distributed
+    from animax.runtime import initialize_distributed
 
     initialize_distributed(coordinator or None, int(num_processes), int(process_id))
     import jax

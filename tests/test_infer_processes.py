@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from animax.predict.export import ARRAY_FILES, ArraysFile, join_parts, part_path
 from animax.predict.inputs import ImageJob, share
 from configs import tiny
 from helpers.images import smooth_image
@@ -35,6 +36,27 @@ def test_share_is_contiguous_disjoint_and_balanced_by_animals():
     assert sum(parts, []) == jobs
     assert [sum(j.num_animals for j in part) for part in parts] == [3, 3, 3]
     assert share(jobs[:1], 0, 2) + share(jobs[:1], 1, 2) == jobs[:1] and share([], 0, 2) == []
+
+
+def test_joined_parts_equal_one_arrays_file(tmp_path):
+    """Three processes' parts: rows 0-1 (one failed), row 2 (failed: the part has no arrays), none."""
+    rng = np.random.default_rng(0)
+    results = [{name: rng.normal(size=(3, 2)).astype(np.float32) for name in ARRAY_FILES} for _ in range(3)]
+    images, boxes = ["a.png", "a.png", "b.png"], [0, 1, 0]
+    whole = ArraysFile(tmp_path / "whole.npz", images, boxes)
+    whole.put(0, results[0])
+    whole.close()
+    for i, rows in enumerate(([0, 1], [2], [])):
+        part = ArraysFile(part_path(tmp_path / "joined.npz", i, 3), [images[r] for r in rows], [boxes[r] for r in rows])
+        if i == 0:
+            part.put(0, results[0])
+        part.close()
+    join_parts(tmp_path / "joined.npz", 3)
+    joined, expected = np.load(tmp_path / "joined.npz"), np.load(tmp_path / "whole.npz")
+    assert sorted(joined.files) == sorted(expected.files)
+    for key in expected.files:
+        np.testing.assert_array_equal(joined[key], expected[key], err_msg=key)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["joined.npz", "whole.npz"]
 
 
 def _infer(out, arrays_file, images, *distributed, cache):

@@ -33,7 +33,7 @@ share of the images, about equal in animals, and runs it on its own devices into
 --out_dir (which every host must see); process 0 joins the --arrays-file. A failure on any
 process makes the exit code 1 on every process.
 
-    python infer.py --input photos/ --boxes boxes.json --out_dir /shared/out \
+    python infer.py --input photos/ --boxes boxes.json --out_dir /shared/out \\
         --coordinator_address=host0:1234 --num_processes=4 --process_id=$RANK
 """
 
@@ -269,12 +269,15 @@ def main(argv=None) -> int:
     run_failed = bool(run_failures)
     if processes > 1:
         failed = gather_ints(len(run_failures), "animax_infer_done")     # every part is written now
+        run_failed = sum(failed) > 0               # any process's failure fails every process
+        # Done with each other: the others leave now, and process 0's join cannot outlast the
+        # timeout of jax.distributed's shutdown (5 minutes), which waits for every process.
+        jax.distributed.shutdown()
         if process == 0:
             if args.arrays_file and not args.fit_keypoints:
                 join_parts(args.arrays_file, processes)
-            if sum(failed):
+            if run_failed:
                 error(f"failures per process: {failed} (each process's lines are on its own stderr)")
-        run_failed = sum(failed) > 0               # any process's failure fails every process
     sequence_failures = 0
     if sequence_specs:
         refine = None

@@ -1,10 +1,12 @@
-"""infer.py over two processes joined by jax.distributed (one CPU device each) against one
-process on the same inputs: the same folders and result.json, one joined arrays file equal to
-the single run's, no part files left, and a broken image in process 1's share failing the run.
+"""infer.py over several processes: the share of each, the join of the arrays file's parts, the
+refusal of sequences, and, end to end, two processes joined by jax.distributed (one CPU device
+each) against one on the same inputs: the same folders and result.json, one joined arrays file
+equal to the single run's, no part files left, and a broken image in process 1's share failing
+the run on both.
 
-The processes are separate interpreters, since jax.distributed must start before jax does. Marked
-slow: about a minute on 2 CPU cores (the single run goes first and fills the compilation cache
-that process 0 then reads; process 1's device is another, so it compiles).
+The end-to-end processes are separate interpreters, since jax.distributed must start before jax
+does; marked slow: 40-70 s on 2 CPU cores (the single run goes first and fills the compilation
+cache that the two read).
 """
 
 import json
@@ -14,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,6 +25,7 @@ from animax.predict.export import ARRAY_FILES, ArraysFile, join_parts, part_path
 from animax.predict.inputs import ImageJob, share
 from configs import tiny
 from helpers.images import smooth_image
+from helpers.infer_cli import error_lines, run_cli
 from helpers.nn_reference import f32_tol, pipeline_steps, rel_err
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +61,14 @@ def test_joined_parts_equal_one_arrays_file(tmp_path):
     for key in expected.files:
         np.testing.assert_array_equal(joined[key], expected[key], err_msg=key)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["joined.npz", "whole.npz"]
+
+
+def test_sequences_refuse_several_processes(tmp_path, monkeypatch):
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    code, lines = run_cli(["--input", tmp_path / "clip.mp4", "--out_dir", tmp_path / "out", "--random-weights"])
+    assert code == 1 and error_lines(lines) == ["error: videos and --sequence folders run in one process: start "
+                                                "infer.py for them without --num_processes"], lines
+    assert not (tmp_path / "out").exists()
 
 
 def _infer(out, arrays_file, images, *distributed, cache):

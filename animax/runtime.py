@@ -1,5 +1,5 @@
 """How animax runs on the machine it finds: the precision policy, the batch size per device, the
-persistent compilation cache.
+persistent compilation cache, several processes (hosts) joined by jax.distributed.
 
 Precision policy (docs/performance.md, "Precision policy"):
 - Parameters are float32 on disk.
@@ -20,11 +20,13 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 DTYPES = ("float32", "bfloat16")
 ACCELERATORS = ("gpu", "cuda", "rocm", "tpu")
 # Crops per device and batch (infer.py's --batch-size default is this x the local devices).
 BATCH_PER_DEVICE = {"accelerator": 32, "cpu": 8}
+BARRIER_TIMEOUT_S = 24 * 3600      # gather_ints: how long a process waits for the others
 
 
 def on_accelerator() -> bool:
@@ -88,3 +90,32 @@ def enable_compile_cache(path=None) -> Path | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return folder
+
+
+def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
+    """`jax.distributed.initialize` when more than one process is asked for.
+
+    Each argument falls back to the environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+    JAX_PROCESS_ID). With no coordinator at all this is a single-process run and nothing
+    happens. Call before anything touches the devices.
+    """
+    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "1"))
+    process_id = process_id if process_id is not None else int(os.environ.get("JAX_PROCESS_ID", "0"))
+    if not coordinator_address or num_processes == 1:
+        return
+    jax.distributed.initialize(coordinator_address, num_processes=num_processes, process_id=process_id)
+
+
+def gather_ints(value: int, name: str) -> list[int]:
+    """Every process's `value`, in process order ([value] in a single-process run), once all the
+    processes have come to the barrier `name`. The wait is on jax.distributed's key-value store,
+    with a day's timeout: its collectives give up after 30 s, and one host's share of a run can
+    take much longer than another's (a process that dies ends the wait sooner, by heartbeat)."""
+    if jax.process_count() == 1:
+        return [int(value)]
+    from jax.experimental import multihost_utils
+    from orbax.checkpoint import multihost
+
+    multihost.get_barrier_sync_fn()(key=name, timeout_ms=BARRIER_TIMEOUT_S * 1000)
+    return [int(v) for v in multihost_utils.process_allgather(np.int32(value))]

@@ -83,6 +83,28 @@ def test_two_processes_take_the_same_step_as_one(tmp_path):
         np.testing.assert_allclose(two[key], one[key], rtol=rtol, atol=0 if key == "loss" else 1e-6, err_msg=key)
 
 
+@pytest.mark.slow
+def test_two_processes_start_from_a_converted_checkpoint(tmp_path):
+    """A checkpoint written by animax.saved_model (as convert_weights.py writes it) initialises a
+    2-process run: every process's initial parameters are the checkpoint's, and the step runs."""
+    cache = str(tmp_path / "jax_cache")
+    _finish(_worker(["convert", tmp_path / "converted"], 1, cache))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workers = [_worker(["process", tmp_path / "two", f"127.0.0.1:{port}", 2, i, tmp_path / "converted"], 1, cache)
+               for i in range(2)]
+    for w in workers:
+        _finish(w)
+    saved = np.load(tmp_path / "converted.npz")
+    for i in range(2):
+        initial = np.load(tmp_path / "two" / f"initial_{i}.npz")
+        assert set(initial) == set(saved)
+        for key in saved:
+            np.testing.assert_array_equal(initial[key], saved[key], err_msg=key)
+    assert np.isfinite(np.load(tmp_path / "two" / "step.npz")["loss"])
+
+
 # ---- workers (run in a subprocess) ----
 
 def _flat(tree):
@@ -93,11 +115,12 @@ def _flat(tree):
     return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
-def _step(trainer):
-    """One train step of a fresh trainer on its first batch: (state, metrics)."""
+def _step(trainer, state=None):
+    """One train step of a fresh trainer (from `state`, else its initial state) on its first batch:
+    (state, metrics)."""
     from animax.train import input as input_lib
 
-    state = trainer.restore_or_init()
+    state = trainer.restore_or_init() if state is None else state
     batch = trainer.batch(next(input_lib.train_source(trainer.config, trainer.body)), input_lib.TRAIN_KEYS)
     return trainer.train_step(state, batch, trainer.smal)
 
@@ -135,8 +158,24 @@ def _meshes(workdir):
     print(json.dumps(report))
 
 
-def _process(workdir, coordinator, num_processes, process_id):
-    from animax.train.sharding import initialize_distributed
+def _convert(path):
+    """A tiny model's parameters, each one plus one (unlike any fresh initialisation), saved as
+    convert_weights.py saves a converted checkpoint; PATH.npz holds them flat for the test."""
+    import jax
+    from test_train_loop import small_config
+
+    from animax.saved_model import save_model
+    from animax.train.loop import Trainer
+
+    config = small_config()
+    state = jax.device_get(Trainer(config, Path(path).with_suffix(".run")).restore_or_init())
+    params = jax.tree.map(lambda x: x + 1.0, state.params)
+    save_model(path, config, {"params": params, "batch_stats": state.batch_stats})
+    np.savez(Path(path).with_suffix(".npz"), **_flat(params))
+
+
+def _process(workdir, coordinator, num_processes, process_id, init_path=None):
+    from animax.runtime import initialize_distributed
 
     initialize_distributed(coordinator or None, int(num_processes), int(process_id))
     import jax
@@ -144,12 +183,16 @@ def _process(workdir, coordinator, num_processes, process_id):
 
     from animax.train.loop import Trainer
 
-    trainer = Trainer(small_config(), Path(workdir))
-    state, metrics = _step(trainer)
+    init = {"init.kind": "animer", "init.path": init_path} if init_path else {}
+    trainer = Trainer(small_config(**init), Path(workdir))
+    state = trainer.restore_or_init()
+    if init_path:
+        np.savez(Path(workdir) / f"initial_{jax.process_index()}.npz", **_flat(state.params))
+    state, metrics = _step(trainer, state)
     flat = {**_flat(state.params), "loss": np.asarray(metrics["loss"])}
     if jax.process_index() == 0:
         np.savez(Path(workdir) / "step.npz", **flat)
 
 
 if __name__ == "__main__":
-    {"meshes": _meshes, "process": _process}[sys.argv[1]](*sys.argv[2:])
+    {"meshes": _meshes, "process": _process, "convert": _convert}[sys.argv[1]](*sys.argv[2:])

@@ -25,6 +25,16 @@ dog=dog.npz`) and pick one per image in the boxes file ({"a.jpg": {"boxes": [...
 
 A broken input costs one line on stderr naming the file; the others are still processed and
 the exit code is 1.
+
+Several processes (hosts) share one run of still images: start the same command on each, with
+the same --coordinator_address and --num_processes and its own --process_id (or set
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID). Each process takes a contiguous
+share of the images, about equal in animals, and runs it on its own devices into the same
+--out_dir (which every host must see); process 0 joins the --arrays-file. A failure on any
+process makes the exit code 1 on every process.
+
+    python infer.py --input photos/ --boxes boxes.json --out_dir /shared/out \\
+        --coordinator_address=host0:1234 --num_processes=4 --process_id=$RANK
 """
 
 import argparse
@@ -121,6 +131,9 @@ def parse_args(argv=None):
                         help="still images: decode JPEGs at 1/2, 1/4 or 1/8 scale where every box stays at least "
                              "512 pixels wide (libjpeg's DCT scaling), several times faster for camera-trap-sized "
                              "photos; crops change by about half a grey level (docs/performance.md)")
+    parser.add_argument("--coordinator_address", help="host:port of process 0, for multi-process runs")
+    parser.add_argument("--num_processes", type=int, help="number of processes in a multi-process run")
+    parser.add_argument("--process_id", type=int, help="this process's index in a multi-process run")
     parser.add_argument("--compile-cache", metavar="DIR",
                         help="persistent compilation cache: a later run loads the compiled model instead of "
                              "compiling it (default: ~/.cache/animax/jax; 'none' turns it off)")
@@ -162,12 +175,23 @@ def main(argv=None) -> int:
         load_model_or_random,
         uses_random_weights,
     )
-    from animax.predict.inputs import BoxesFileError, BoxSource, expand_inputs, plan_jobs
+    from animax.predict.export import join_parts, part_path
+    from animax.predict.inputs import BoxesFileError, BoxSource, expand_inputs, plan_jobs, share
     from animax.predict.predictor import Predictor
     from animax.predict.run import ImageRunOptions, run_inference
-    from animax.runtime import default_batch_size, default_dtype, enable_compile_cache
+    from animax.runtime import (
+        default_batch_size,
+        default_dtype,
+        enable_compile_cache,
+        gather_ints,
+        initialize_distributed,
+    )
     from animax.track.run import SequenceRunOptions, run_sequences, split_sequences
 
+    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)   # before the devices
+    import jax
+
+    process, processes = jax.process_index(), jax.process_count()
     enable_compile_cache(args.compile_cache)
     args.dtype = args.dtype or default_dtype()
     args.batch_size = args.batch_size or default_batch_size()
@@ -184,6 +208,10 @@ def main(argv=None) -> int:
         error(e)
         return 1
     image_specs, sequence_specs = split_sequences(args.input, args.sequence)
+    if sequence_specs and processes > 1:
+        error("videos and --sequence folders run in one process: start infer.py for them without "
+              "--num_processes")
+        return 1
     paths, failures = expand_inputs(image_specs) if image_specs else ([], [])
     jobs, unlisted = plan_jobs(paths, boxes)
     failures += unlisted
@@ -198,7 +226,7 @@ def main(argv=None) -> int:
     if args.arrays_file and len(groups) > 1:
         error("--arrays-file holds one mesh size; with several body models write the per-animal folders")
         return 1
-    for message in failures:
+    for message in failures if process == 0 else []:      # every process finds the same ones
         error(message)
     if not jobs and not sequence_specs:
         error("no images to process")
@@ -220,24 +248,41 @@ def main(argv=None) -> int:
         print(NO_BOXES_NOTE, file=sys.stderr)
     if args.smal is None and loaded.info["body_model"]["name"] == "standin" and (None in groups or not groups):
         print("note: no --smal given, using the license-free stand-in quadruped", file=sys.stderr)
-    image_options = ImageRunOptions(Path(args.out_dir), args.outputs, args.arrays_file, args.workers,
+    arrays_file = args.arrays_file
+    if arrays_file and processes > 1:
+        arrays_file = part_path(arrays_file, process, processes)       # process 0 joins the parts below
+    image_options = ImageRunOptions(Path(args.out_dir), args.outputs, arrays_file, args.workers,
                                     reduced_decode=args.reduced_decode)
+    run_failures = []
     for name, group in groups.items():
+        group = share(group, process, processes)
         group_model = loaded if name is None else loaded.with_body_model(bodies[name], args.named_smal[name])
         predictor = Predictor(group_model.model, group_model.variables, args.batch_size,
                               return_crops="overlay" in args.outputs)
         label = "" if name is None else f" with body model '{name}'"
         if args.fit_keypoints:
             from animax.fit.run import fit_images
-            failures += fit_images(predictor, group, group_model.body, image_options, args.fit_keypoints,
-                                   args.fit_masks, args.fit_keypoint_map, group_model.info, report=error)
+            run_failures += fit_images(predictor, group, group_model.body, image_options, args.fit_keypoints,
+                                       args.fit_masks, args.fit_keypoint_map, group_model.info, report=error)
             continue
         summary = run_inference(predictor, group, group_model.info, image_options)
         print(f"compiled the model{label} ({args.dtype}) for batches of {args.batch_size} in "
               f"{predictor.compile_s:.1f} s", file=sys.stderr)
         for line in summary.lines():
             print(line if name is None else f"{name}: {line}")
-        failures += summary.failures
+        run_failures += summary.failures
+    run_failed = bool(run_failures)
+    if processes > 1:
+        failed = gather_ints(len(run_failures), "animax_infer_done")     # every part is written now
+        run_failed = sum(failed) > 0               # any process's failure fails every process
+        # Done with each other: the others leave now, and process 0's join cannot outlast the
+        # timeout of jax.distributed's shutdown (5 minutes), which waits for every process.
+        jax.distributed.shutdown()
+        if process == 0:
+            if args.arrays_file and not args.fit_keypoints:
+                join_parts(args.arrays_file, processes)
+            if run_failed:
+                error(f"failures per process: {failed} (each process's lines are on its own stderr)")
     sequence_failures = 0
     if sequence_specs:
         refine = None
@@ -247,7 +292,7 @@ def main(argv=None) -> int:
         sequence_options = SequenceRunOptions(Path(args.out_dir), args.outputs, args.smooth, args.fps,
                                               args.batch_size, refine=refine)
         sequence_failures = run_sequences(sequence_specs, loaded, boxes, sequence_options, report=error)
-    return 1 if failures or sequence_failures else 0
+    return 1 if failures or run_failed or sequence_failures else 0
 
 
 if __name__ == "__main__":

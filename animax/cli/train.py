@@ -34,7 +34,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # orbax and jax log every save and restore at INFO
     # Before anything touches a device.
-    from animax.train.sharding import initialize_distributed
+    from animax.runtime import initialize_distributed
     initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from animax.train.loop import run
     try:

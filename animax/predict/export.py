@@ -81,15 +81,30 @@ class ArraysFile:
         self.lock = threading.Lock()
 
     def put(self, row: int, result: dict) -> None:
-        with self.lock:             # the files are made with the first result, whose shapes they take
-            if not self.arrays:
-                self.arrays = {name: np.lib.format.open_memmap(self.tmp / f"{name}.npy", "w+", np.float32,
-                                                               (len(self.images),) + np.shape(result[name]))
-                               for name in ARRAY_FILES}
+        self._open({name: np.shape(result[name]) for name in ARRAY_FILES})
         # Rows are distinct per animal: filling them needs no lock.
         for name, array in self.arrays.items():
             array[row] = result[name]
         self.valid[row] = True
+
+    def put_rows(self, first: int, part) -> None:
+        """Rows first, first + 1, ... from another arrays file's contents (`part`: a loaded .npz);
+        one whose animals all failed holds no arrays and leaves its rows invalid."""
+        if not part["valid"].any():
+            return
+        self._open({name: part[name].shape[1:] for name in ARRAY_FILES})
+        for name, array in self.arrays.items():
+            rows = part[name]
+            array[first:first + len(rows)] = rows
+        self.valid[first:first + len(part["valid"])] = part["valid"]
+
+    def _open(self, shapes: dict) -> None:
+        """Makes the row files with the first result, whose shapes (one row's) they take."""
+        with self.lock:
+            if not self.arrays:
+                self.arrays = {name: np.lib.format.open_memmap(self.tmp / f"{name}.npy", "w+", np.float32,
+                                                               (len(self.images),) + tuple(shapes[name]))
+                               for name in ARRAY_FILES}
 
     def close(self) -> None:
         with AtomicFile(self.path) as tmp:
@@ -100,3 +115,31 @@ class ArraysFile:
     def abort(self) -> None:
         self.arrays = {}
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def part_path(path, index: int, count: int) -> Path:
+    """Where process `index` of `count` writes its rows of the arrays file `path` (hidden, beside
+    it) for `join_parts`."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.part{index}-of-{count}.npz")
+
+
+def join_parts(path, count: int) -> None:
+    """The arrays file `path` from the `count` processes' parts (`part_path`; each process wrote its
+    contiguous share of the jobs, so the rows join in process order), written atomically; the parts
+    are then removed. Memory holds one part's array at a time."""
+    parts = [np.load(part_path(path, i, count)) for i in range(count)]
+    joined = ArraysFile(path, [image for part in parts for image in part["image"]],
+                        np.concatenate([part["box_index"] for part in parts]))
+    try:
+        first = 0
+        for part in parts:
+            joined.put_rows(first, part)
+            first += len(part["valid"])
+    except BaseException:
+        joined.abort()
+        raise
+    joined.close()
+    for i, part in enumerate(parts):
+        part.close()
+        part_path(path, i, count).unlink()

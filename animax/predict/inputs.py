@@ -192,6 +192,20 @@ def plan_jobs(paths, boxes: BoxSource = BoxSource()) -> tuple[list[ImageJob], li
     return jobs, failures
 
 
+def share(jobs, index: int, count: int) -> list[ImageJob]:
+    """Process `index` of `count`'s part of `jobs` in a multi-process run: a contiguous slice
+    (so the processes' rows of an arrays file join in job order by concatenation), the slices
+    about equal in animals. Every process plans the same jobs, so the parts are disjoint and
+    cover them all."""
+    total = sum(job.num_animals for job in jobs) or 1
+    owned, before = [], 0
+    for job in jobs:        # a job belongs to the process whose range holds its middle animal
+        if min(count - 1, int((before + job.num_animals / 2) * count / total)) == index:
+            owned.append(job)
+        before += job.num_animals
+    return owned
+
+
 class BoxLookup:
     """Finds a path's boxes in a boxes file's {key: boxes} (or any value keyed like them): the
     key equal to the path as given, else the longest key that is a trailing part of it

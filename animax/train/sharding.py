@@ -1,4 +1,5 @@
-"""Device mesh, shardings, multi-host start-up, and global batches from per-process data.
+"""Device mesh, shardings, and global batches from per-process data (multi-host start-up:
+`animax.runtime.initialize_distributed`).
 
 The mesh has two axes, `data` and `fsdp`, sized by `config.mesh` (data = -1: all the devices
 fsdp leaves). FSDP is data parallelism whose parameters are split too, so the batch axis is
@@ -13,8 +14,6 @@ device updates its share of the moments and XLA all-gathers the updated paramete
 
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
 from jax.experimental import mesh_utils
@@ -22,21 +21,6 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
-
-
-def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
-    """`jax.distributed.initialize` when more than one process is asked for.
-
-    Each argument falls back to the environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
-    JAX_PROCESS_ID). With no coordinator at all this is a single-process run and nothing
-    happens. Call before anything touches the devices.
-    """
-    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
-    num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "1"))
-    process_id = process_id if process_id is not None else int(os.environ.get("JAX_PROCESS_ID", "0"))
-    if not coordinator_address or num_processes == 1:
-        return
-    jax.distributed.initialize(coordinator_address, num_processes=num_processes, process_id=process_id)
 
 
 def make_mesh(mesh_config, devices=None) -> Mesh:

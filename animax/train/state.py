@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct, traverse_util
 
 from animax.geometry import CROP_SIZE
@@ -67,7 +68,10 @@ def overlay(fresh, loaded, what: str):
     """`fresh` with every leaf that `loaded` has at the same path; shapes must agree.
 
     Returns (tree, number of leaves taken). Leaves only in `fresh` keep their initialisation
-    (AniMer's checkpoints have no head encoder or fusion; ViTPose's none of the heads).
+    (AniMer's checkpoints have no head encoder or fusion; ViTPose's none of the heads). Leaves
+    taken are host arrays, for `jax.device_put` to place in the run's shardings: `loaded` sits on
+    this process's first device, and a mesh over several processes' devices cannot be reached
+    from there (the backends have no cross-host transfer).
     """
     flat_fresh, flat_loaded = traverse_util.flatten_dict(fresh), traverse_util.flatten_dict(loaded)
     taken = 0
@@ -77,7 +81,7 @@ def overlay(fresh, loaded, what: str):
         if flat_fresh[path].shape != value.shape:
             raise ValueError(f"{what}: {'/'.join(path)} has shape {value.shape} in the checkpoint but "
                              f"{flat_fresh[path].shape} in this config's model")
-        flat_fresh[path] = jnp.asarray(value, flat_fresh[path].dtype)
+        flat_fresh[path] = np.asarray(value, flat_fresh[path].dtype)
         taken += 1
     if not taken:
         raise ValueError(f"{what}: no parameter of the checkpoint matches this config's model")

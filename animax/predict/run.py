@@ -32,9 +32,11 @@ from animax.predict.inputs import ImageJob, box_problem
 from animax.predict.predictor import Animal, prepare
 from animax.viz.overlay import overlay_image
 
-# Host thread time per stage: decode (the file to pixels), window (the crop's window and taps),
-# submit (batch buffers, transfer, dispatch), wait (blocked on the device), fetch (outputs to
-# host arrays, keypoints to image pixels), export (files).
+# Host time per stage: decode (the file to pixels), window (the crop's window and taps), submit
+# (batch buffers, transfer, dispatch), fetch (outputs to host arrays, keypoints to image pixels),
+# export (files), each the CPU time of the thread that did it (`time.thread_time`: the work,
+# not the waits for a core or the GIL while the model computes on the same cores); wait: wall
+# time blocked on the device.
 STAGES = ("decode", "window", "submit", "wait", "fetch", "export")
 # `reduced_decode` keeps every box at least this many pixels wide: twice the crop's side, so
 # the crop still samples the (block-averaged) picture finer than it outputs.
@@ -136,7 +138,7 @@ class _Run:
         if job.num_animals == 0:              # listed with no boxes: nothing to do
             self.finish(job, 0, exported=0)
             return _Loaded(job, [])
-        start = time.perf_counter()
+        start = time.thread_time()
         try:
             if self.reduced_decode:
                 image, scale = load_reduced(job.path, lambda w, h: largest_reduction(job.boxes, w, h))
@@ -147,7 +149,7 @@ class _Run:
                        else f"{job.path}: cannot read image ({type(e).__name__}: {e})")
             self.fail(job, message, range(job.num_animals))
             return _Loaded(job, [])
-        loaded = _Loaded(job, [], decode_s=time.perf_counter() - start)
+        loaded = _Loaded(job, [], decode_s=time.thread_time() - start)
         self.add_time("decode", loaded.decode_s)
         width, height = scale.picture_size or image.shape[1::-1]
         for k, box in enumerate([(0.0, 0.0, float(width), float(height))] if job.boxes is None else job.boxes):
@@ -156,13 +158,13 @@ class _Run:
             if problem:
                 self.fail(job, f"{job.path}: box {k} {list(box)}: {problem}", [k])
                 continue
-            start = time.perf_counter()
+            start = time.thread_time()
             try:
                 loaded.animals.append((k, prepare(image, box, scale)))
             except Exception as e:            # a box the crop cannot handle fails alone
                 self.fail(job, f"{job.path}: box {k} {list(box)}: cannot crop ({type(e).__name__}: {e})", [k])
                 continue
-            loaded.preprocess_s.append(time.perf_counter() - start)
+            loaded.preprocess_s.append(time.thread_time() - start)
         self.add_time("window", sum(loaded.preprocess_s))
         return loaded
 
@@ -170,14 +172,14 @@ class _Run:
         """Renders the overlay and writes one animal's folder."""
         job = loaded.job
         box_index, animal = loaded.animals[position]
-        start = time.perf_counter()
+        start = time.thread_time()
         try:
             crop = result.pop("crop", None)         # the device's crop (the predictor returns it for overlays)
             overlay = (overlay_image(crop, result["vertices"], result["cam_t"], self.faces,
                                      result["keypoints2d_crop"], result["head_box"])
                        if "overlay" in self.outputs else None)
             timings = {"decode": loaded.decode_s, "preprocess": loaded.preprocess_s[position], "model": model_s,
-                       **({"overlay": time.perf_counter() - start} if overlay is not None else {})}
+                       **({"overlay": time.thread_time() - start} if overlay is not None else {})}
             info = {"input": str(job.path), "image_size": list(animal.image_size), "decode_factor": animal.scale.factor,
                     "box_index": box_index, "box": animal.box.tolist(), "box_center": animal.center.tolist(),
                     "box_size": animal.size,
@@ -191,7 +193,7 @@ class _Run:
             self.fail(job, f"{job.path}: box {box_index}: cannot write output ({type(e).__name__}: {e})", [box_index])
             return
         finally:
-            self.add_time("export", time.perf_counter() - start)
+            self.add_time("export", time.thread_time() - start)
         self.finish(job, 1, exported=1)
 
 
@@ -232,22 +234,22 @@ def _pipeline(run: _Run, predictor, jobs, workers):
         in_flight = None                      # (batch, PendingBatch) submitted, not yet fetched
 
         def submit(batch):
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             submitted = predictor.submit([loaded.animals[i][1] for loaded, i in batch])
             for loaded, i in batch:           # the pictures are in the batch buffer now: free them
                 box_index, animal = loaded.animals[i]
                 loaded.animals[i] = (box_index, animal.sent())
-            run.add_time("submit", time.perf_counter() - t0)
+            run.add_time("submit", time.thread_time() - t0)
             return batch, submitted
 
         def fetch(batch, submitted):
             t0 = time.perf_counter()
             submitted.wait()
-            t1 = time.perf_counter()
+            t1, cpu = time.perf_counter(), time.thread_time()
             results = submitted.result()
             t2 = time.perf_counter()
             run.add_time("wait", t1 - t0)
-            run.add_time("fetch", t2 - t1)
+            run.add_time("fetch", time.thread_time() - cpu)
             for (loaded, i), result in zip(batch, results):
                 exporting.append(exporters.submit(run.export, loaded, i, result, (t2 - t0) / len(batch)))
             # Bound the results held in memory when export is the slower side.

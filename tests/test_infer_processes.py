@@ -11,7 +11,6 @@ cache that the two read).
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from configs import tiny
 from helpers.images import smooth_image
 from helpers.infer_cli import error_lines, run_cli
 from helpers.nn_reference import f32_tol, pipeline_steps, rel_err
+from helpers.processes import finish, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # Six animals: process 0 takes a and b (3), process 1 c, d and e (3), d being broken.
@@ -80,15 +80,6 @@ def _infer(out, arrays_file, images, *distributed, cache):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def _finish(process, timeout=600):
-    try:
-        out, _ = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    return process.returncode, out
-
-
 def _results(out):
     """{folder: result.json without its timings}."""
     results = {}
@@ -107,14 +98,12 @@ def test_two_processes_write_what_one_writes(tmp_path):
         Image.fromarray(smooth_image(48, 64, seed=k)).save(images / name)
     (images / "d.jpg").write_text("not an image\n")
     (tmp_path / "boxes.json").write_text(json.dumps(BOXES))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cache = tmp_path / "jax_cache"
-    code, out = _finish(_infer(tmp_path / "one", tmp_path / "one.npz", images, cache=cache))
+    code, out = finish(_infer(tmp_path / "one", tmp_path / "one.npz", images, cache=cache))
     two = [_infer(tmp_path / "two", tmp_path / "two.npz", images, "--coordinator_address", f"127.0.0.1:{port}",
                   "--num_processes", 2, "--process_id", i, cache=cache) for i in range(2)]
-    (code0, out0), (code1, out1) = (_finish(p) for p in two)
+    (code0, out0), (code1, out1) = (finish(p) for p in two)
 
     assert code == 1 and code0 == 1 and code1 == 1, (out0, out1, out)
     errors = [line for line in out1.splitlines() if line.startswith("error:")]

@@ -8,13 +8,14 @@ Each case runs in a fresh interpreter (this file's `__main__`), because the CPU 
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers.processes import finish, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,13 +39,9 @@ def _worker(args, devices, cache_dir):
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _finish(process, timeout=600):
-    try:
-        out, _ = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, out
+def _finish(process) -> str:
+    code, out = finish(process)
+    assert code == 0, out
     return out
 
 
@@ -69,9 +66,7 @@ def test_sharded_steps_equal_the_single_device_step_and_fsdp_shards(tmp_path_fac
 @pytest.mark.slow
 def test_two_processes_take_the_same_step_as_one(tmp_path):
     cache = str(tmp_path / "jax_cache")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     workers = [_worker(["process", tmp_path / "two", f"127.0.0.1:{port}", 2, i], 1, cache) for i in range(2)]
     single = _worker(["process", tmp_path / "one", "", 1, 0], 1, cache)
     for w in (*workers, single):
@@ -89,9 +84,7 @@ def test_two_processes_start_from_a_converted_checkpoint(tmp_path):
     2-process run: every process's initial parameters are the checkpoint's, and the step runs."""
     cache = str(tmp_path / "jax_cache")
     _finish(_worker(["convert", tmp_path / "converted"], 1, cache))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     workers = [_worker(["process", tmp_path / "two", f"127.0.0.1:{port}", 2, i, tmp_path / "converted"], 1, cache)
                for i in range(2)]
     for w in workers:

@@ -1,9 +1,9 @@
 """Sharded training steps equal the single-device step; FSDP and ZeRO-1 really split the state;
-two processes joined by jax.distributed take the same step as one.
+two processes joined by jax.distributed, started from a converted checkpoint, take the same step as one.
 
 Each case runs in a fresh interpreter (this file's `__main__`), because the CPU device count
-(XLA_FLAGS) and jax.distributed must be set before jax starts. Both are marked slow (about
-1.5 minutes each on 2 CPU cores, mostly compiling 8-device and 2-process programs).
+(XLA_FLAGS) and jax.distributed must be set before jax starts. Both are marked slow (1.5 and
+about 3.5 minutes on 2 CPU cores, mostly compiling 8-device and 2-process programs).
 """
 
 import json
@@ -64,38 +64,30 @@ def test_sharded_steps_equal_the_single_device_step_and_fsdp_shards(tmp_path_fac
 
 
 @pytest.mark.slow
-def test_two_processes_take_the_same_step_as_one(tmp_path):
-    cache = str(tmp_path / "jax_cache")
-    port = free_port()
-    workers = [_worker(["process", tmp_path / "two", f"127.0.0.1:{port}", 2, i], 1, cache) for i in range(2)]
-    single = _worker(["process", tmp_path / "one", "", 1, 0], 1, cache)
-    for w in (*workers, single):
-        _finish(w)
-    one, two = np.load(tmp_path / "one" / "step.npz"), np.load(tmp_path / "two" / "step.npz")
-    assert set(one) == set(two)
-    for key in one:
-        rtol = loss_tol() if key == "loss" else 1e-5
-        np.testing.assert_allclose(two[key], one[key], rtol=rtol, atol=0 if key == "loss" else 1e-6, err_msg=key)
-
-
-@pytest.mark.slow
-def test_two_processes_start_from_a_converted_checkpoint(tmp_path):
+def test_two_processes_start_from_a_converted_checkpoint_and_take_the_same_step_as_one(tmp_path):
     """A checkpoint written by animax.saved_model (as convert_weights.py writes it) initialises a
-    2-process run: every process's initial parameters are the checkpoint's, and the step runs."""
+    2-process run and a 1-process run: every process starts from the checkpoint's parameters,
+    and the two runs take the same step."""
     cache = str(tmp_path / "jax_cache")
     _finish(_worker(["convert", tmp_path / "converted"], 1, cache))
     port = free_port()
     workers = [_worker(["process", tmp_path / "two", f"127.0.0.1:{port}", 2, i, tmp_path / "converted"], 1, cache)
                for i in range(2)]
-    for w in workers:
+    single = _worker(["process", tmp_path / "one", "", 1, 0, tmp_path / "converted"], 1, cache)
+    for w in (*workers, single):
         _finish(w)
     saved = np.load(tmp_path / "converted.npz")
-    for i in range(2):
-        initial = np.load(tmp_path / "two" / f"initial_{i}.npz")
+    for initial in (tmp_path / "two" / "initial_0.npz", tmp_path / "two" / "initial_1.npz",
+                    tmp_path / "one" / "initial_0.npz"):
+        initial = np.load(initial)
         assert set(initial) == set(saved)
         for key in saved:
             np.testing.assert_array_equal(initial[key], saved[key], err_msg=key)
-    assert np.isfinite(np.load(tmp_path / "two" / "step.npz")["loss"])
+    one, two = np.load(tmp_path / "one" / "step.npz"), np.load(tmp_path / "two" / "step.npz")
+    assert set(one) == set(two)
+    for key in one:
+        rtol = loss_tol() if key == "loss" else 1e-5
+        np.testing.assert_allclose(two[key], one[key], rtol=rtol, atol=0 if key == "loss" else 1e-6, err_msg=key)
 
 
 # ---- workers (run in a subprocess) ----

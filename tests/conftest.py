@@ -3,18 +3,31 @@ inputs that several test files read. Helpers live in tests/helpers/."""
 
 import json
 import os
+import shutil
+import tempfile
 from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
+from animax.runtime import enable_compile_cache
 from helpers.images import smooth_image
 from helpers.infer_cli import BATCH, EXAMPLE, EXIF_BOX, MULTI_BOXES_XYWH, run_cli, write_images
 from helpers.smal_files import chumpy_pickle_bytes, random_smal_arrays
 
-# infer.py's persistent compilation cache stays off in tests (tests/test_compile_cache.py turns
-# it on in a folder of its own): nothing is written under the user's ~/.cache.
-os.environ.setdefault("ANIMAX_COMPILE_CACHE", "none")
+# One persistent compilation cache for the session, in its own temporary folder (nothing is
+# written under the user's ~/.cache): the many tests that build the same small programs afresh
+# (a new Predictor or infer.py run each) load them instead of compiling them again. Child
+# processes inherit it through the variable. ANIMAX_TEST_COMPILE_CACHE=none turns it off.
+_OWN_CACHE = not os.environ.get("ANIMAX_TEST_COMPILE_CACHE")
+_CACHE = os.environ.get("ANIMAX_TEST_COMPILE_CACHE") or tempfile.mkdtemp(prefix="animax_test_jax_cache_")
+os.environ["ANIMAX_COMPILE_CACHE"] = _CACHE
+enable_compile_cache(_CACHE)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

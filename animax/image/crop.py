@@ -109,7 +109,6 @@ DATASET = CropRecipe(no_blur, 3.0, floor_center=True, whole_grey_levels=True)
 DATASET_ANTIALIAS = CropRecipe(dataset_antialias_sigma, 3.0, floor_center=True, whole_grey_levels=True)
 
 
-
 def after_reduction(recipe: CropRecipe, factor: int) -> CropRecipe:
     """`recipe` for a picture already shrunk `factor` times by block averaging (a reduced JPEG
     decode, `animax.image.io.load_reduced`): the blur left to reach the full picture's, in the
@@ -123,6 +122,7 @@ def after_reduction(recipe: CropRecipe, factor: int) -> CropRecipe:
         return math.sqrt(max(full ** 2 - (factor ** 2 - 1) / 12.0, 0.0)) / factor
 
     return dataclasses.replace(recipe, sigma=sigma)
+
 
 # Kernel weight, out of 1, that a blur may leave out: at most 255e-6 of a grey level anywhere.
 NEGLIGIBLE_BLUR = 1e-6

@@ -147,10 +147,16 @@ def plan_window(image, center, size, *, recipe: CropRecipe = INFERENCE, flip=Fal
                       recipe.whole_grey_levels and sigma == 0, gain)
 
 
+def host_grey_levels(image, src_from_dst, sigma, truncate, out_size) -> np.ndarray:
+    """The fallback of both device crops: the crop made on the host (`warp_affine`), rounded to
+    whole grey levels (uint8 [out, out, C]) to travel as a window."""
+    pixels = warp_affine(image, src_from_dst, out_size, sigma=sigma, truncate=truncate)
+    return np.clip(np.floor(pixels + 0.5), 0, 255).astype(np.uint8)
+
+
 def _host_window(image, src_from_dst, sigma, recipe, gain, out_size) -> CropWindow:
-    """The crop made here (`warp_affine`), rounded to whole grey levels, as an identity window."""
-    pixels = warp_affine(image, src_from_dst, out_size, sigma=sigma, truncate=recipe.truncate)
-    pixels = np.clip(np.floor(pixels + 0.5), 0, 255).astype(np.uint8)
+    """The crop made here, in whole grey levels, as an identity window."""
+    pixels = host_grey_levels(image, src_from_dst, sigma, recipe.truncate, out_size)
     steps = np.arange(out_size, dtype=np.float64)
     identity = _axis(steps, 0, out_size, out_size)
     kernel = gaussian_kernel(0.0, 1.0)
@@ -292,5 +298,5 @@ def dense_crop_flops(shape: tuple[int, int], channels: int = 3, out_size: int = 
 
 
 __all__ = ["DATASET", "INFERENCE", "WINDOW_BUCKETS", "KERNEL_RADIUS", "CropWindow", "WindowBatch", "bucket",
-           "plan_window", "band", "batch_radius", "crop_windows", "grey_levels", "normalize", "crop_flops",
-           "dense_crop_flops"]
+           "plan_window", "host_grey_levels", "band", "batch_radius", "crop_windows", "grey_levels", "normalize",
+           "crop_flops", "dense_crop_flops"]

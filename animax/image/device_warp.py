@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from animax.geometry import CROP_SIZE
-from animax.image.crop import DATASET, CropRecipe, crop_transform, warp_affine
-from animax.image.device_crop import normalize
+from animax.image.crop import DATASET, CropRecipe, crop_transform
+from animax.image.device_crop import host_grey_levels, normalize
 
 # Window side of the training and evaluation loaders: Animal3D's pictures are a few hundred pixels.
 WINDOW_SIZE = 512
@@ -86,10 +86,10 @@ def plan_warp(image, center, size, *, rotation_deg=0.0, flip=False, gain=(1.0, 1
 
 
 def _host_window(image, src_from_dst, sigma, recipe, gain, out_size, window_size) -> WarpWindow:
-    """`crop`'s pixels made here (`warp_affine`), in whole grey levels, as an identity window."""
-    crop = warp_affine(image, src_from_dst, out_size, sigma=sigma, truncate=recipe.truncate)
+    """`crop`'s pixels made here, in whole grey levels, as an identity window."""
     pixels = np.zeros((window_size, window_size, CHANNELS), np.uint8)
-    pixels[:out_size, :out_size, :image.shape[2]] = np.clip(np.floor(crop + 0.5), 0, 255)
+    pixels[:out_size, :out_size, :image.shape[2]] = host_grey_levels(image, src_from_dst, sigma, recipe.truncate,
+                                                                      out_size)
     identity = to_window(np.array([[1.0, 0, 0], [0, 1, 0]]), (0, 0), out_size)
     return WarpWindow(pixels, identity, np.array([[0, out_size - 1]] * 2, np.int32), gain)
 

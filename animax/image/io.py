@@ -56,7 +56,7 @@ _REVERSED_AXES = {1: (False, False), 2: (True, False), 3: (True, True), 4: (Fals
                   5: (False, False), 6: (True, False), 7: (True, True), 8: (False, True)}
 
 
-def load_reduced(path, largest_factor: Callable[[int, int], int]) -> tuple[np.ndarray, DecodeScale]:
+def load_reduced(path, largest_factor: Callable[[int, int], float]) -> tuple[np.ndarray, DecodeScale]:
     """`load_image`, a JPEG decoded at 1/2, 1/4 or 1/8 scale where `largest_factor(W, H)` (the
     upright picture's size) allows it: e.g. the reduction that keeps every box of the picture
     at least so many pixels wide. Other formats decode in full. -> (pixels, their DecodeScale)."""
@@ -98,7 +98,8 @@ def _draft(im: Image.Image, largest_factor) -> DecodeScale:
     width, height = im.size
     orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else 1
     reversed_x, reversed_y = _REVERSED_AXES.get(orientation, (False, False))
-    upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    swapped = orientation in (5, 6, 7, 8)       # stored on its side
+    upright = (height, width) if swapped else (width, height)
     allowed = largest_factor(*upright)
     factor = next((f for f in JPEG_FACTORS if f <= allowed and min(width, height) >= f), 1)
     if im.format != "JPEG" or factor == 1:
@@ -107,7 +108,7 @@ def _draft(im: Image.Image, largest_factor) -> DecodeScale:
     im.draft(im.mode, (width // factor, height // factor))
     if im.size != (-(-width // factor), -(-height // factor)):
         raise ValueError(f"reduced JPEG decode gave {im.size} for {width}x{height} at 1/{factor}")
-    reduced = (im.size[1], im.size[0]) if orientation in (5, 6, 7, 8) else im.size
+    reduced = im.size[::-1] if swapped else im.size
     offset = tuple(r - s / factor if flip else 0.0
                    for r, s, flip in zip(reduced, upright, (reversed_x, reversed_y)))
     return DecodeScale(factor, offset, upright)

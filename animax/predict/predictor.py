@@ -93,6 +93,11 @@ def prepare(image, box, scale: DecodeScale = FULL_SCALE) -> Animal:
 def whole_image_box(image):
     """The box (0, 0, W, H) used when an image comes without boxes."""
     height, width = image.shape[:2]
+    return picture_box(width, height)
+
+
+def picture_box(width, height):
+    """The box (0, 0, width, height) of a whole picture."""
     return (0.0, 0.0, float(width), float(height))
 
 

@@ -29,7 +29,7 @@ from animax.image.io import FULL_SCALE, load_image, load_reduced
 from animax.predict.detections import in_pixels
 from animax.predict.export import OUTPUTS, ArraysFile, remove_stale, write_animal
 from animax.predict.inputs import ImageJob, box_problem
-from animax.predict.predictor import Animal, prepare
+from animax.predict.predictor import Animal, picture_box, prepare
 from animax.viz.overlay import overlay_image
 
 # Host time per stage: decode (the file to pixels), window (the crop's window and taps), submit
@@ -83,7 +83,7 @@ class _Loaded:
 def largest_reduction(boxes, width, height) -> float:
     """How much a width x height picture may shrink with its boxes (None: the whole picture)
     kept at least REDUCED_DECODE_MIN_BOX pixels wide."""
-    boxes = [(0.0, 0.0, width, height)] if boxes is None else [in_pixels(b, width, height) for b in boxes]
+    boxes = [picture_box(width, height)] if boxes is None else [in_pixels(b, width, height) for b in boxes]
     sides = [max(x2 - x1, y2 - y1) for x1, y1, x2, y2 in boxes]
     return min(sides, default=0.0) / REDUCED_DECODE_MIN_BOX
 
@@ -152,7 +152,7 @@ class _Run:
         loaded = _Loaded(job, [], decode_s=time.thread_time() - start)
         self.add_time("decode", loaded.decode_s)
         width, height = scale.picture_size or image.shape[1::-1]
-        for k, box in enumerate([(0.0, 0.0, float(width), float(height))] if job.boxes is None else job.boxes):
+        for k, box in enumerate([picture_box(width, height)] if job.boxes is None else job.boxes):
             box = in_pixels(box, width, height)
             problem = box_problem(box, width, height)
             if problem:
